@@ -1,0 +1,46 @@
+# Two commands on a fresh machine with only Python and the package registries:
+#   make run    install into .venv and serve on 127.0.0.1:8080 (gunicorn)
+#   make test   install what the tests need (.venv, the sekmet-fhir FHIR server in .venv-fhir) and run them all
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FHIR_VENV := .venv-fhir
+SEKMET_VERSION := 0.1.1
+HOST ?= 127.0.0.1
+PORT ?= 8080
+WORKERS ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast fhir-server samples bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# the FHIR server the end-to-end tests start: pinned, in its own virtual environment
+$(FHIR_VENV)/.installed-$(SEKMET_VERSION):
+	test -x $(FHIR_VENV)/bin/python || $(PYTHON) -m venv $(FHIR_VENV)
+	$(FHIR_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'sekmet-fhir==$(SEKMET_VERSION)'
+	touch $@
+
+fhir-server: $(FHIR_VENV)/.installed-$(SEKMET_VERSION)
+
+run: install
+	$(BIN)/cds-service serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+test: install fhir-server
+	CDS_TEST_SEKMET=$(CURDIR)/$(FHIR_VENV)/bin/sekmet $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# unit and HTTP tests only (no server processes)
+test-fast: install
+	$(BIN)/python -m pytest -m 'not e2e' $(PYTEST_ARGS)
+
+samples: install
+	$(BIN)/python -m fhir_samples.scenarios
+
+clean:
+	rm -rf $(VENV) $(FHIR_VENV) .pytest_cache

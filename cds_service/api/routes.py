@@ -1,0 +1,85 @@
+"""Discovery, service calls and health."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from ..engine import Engine, HookError
+from .errors import ApiError
+
+bp = Blueprint("cds", __name__)
+log = logging.getLogger("cds_service.api")
+
+
+def engine() -> Engine:
+    return current_app.extensions["cds_engine"]
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_json_body() -> Any:
+    mimetype = request.mimetype or ""
+    if not (mimetype == "application/json" or mimetype.endswith("+json")):
+        raise ApiError(415, f"content type must be application/json, got {mimetype or 'none'}", "(headers).Content-Type")
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not UTF-8 text", "(request)") from None
+    except ValueError as exc:
+        msg = str(exc)
+        where = "(request)"
+        if isinstance(exc, json.JSONDecodeError):
+            msg = f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            where = f"(request) line {exc.lineno} column {exc.colno}"
+        raise ApiError(400, msg, where) from None
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return _json({"status": "ok"})
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    return _json(engine().discovery())
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str) -> Response:
+    eng = engine()
+    start = time.monotonic()
+    if service_id not in eng.services:
+        raise ApiError(404, f"no CDS service {service_id!r}; the services are listed at GET /cds-services",
+                       "(path)")
+    body = read_json_body()
+    hook_instance = body.get("hookInstance") if isinstance(body, dict) else None
+    try:
+        result = eng.call(service_id, body)
+    except HookError as exc:
+        log.info("hook service=%s hookInstance=%s status=%s ms=%d", service_id, _safe(hook_instance),
+                 exc.status, int((time.monotonic() - start) * 1000))
+        raise ApiError(exc.status, exc.message, exc.where) from None
+    keys = " ".join(f"{k}:{v.origin}" + (f"/{v.pages}p/{v.millis}ms" if v.origin in ("fetched", "failed") else "")
+                    for k, v in result.gathered.keys.items())
+    log.info("hook service=%s hookInstance=%s status=200 cards=%d ms=%d gather_ms=%d rules_ms=%d keys=[%s]",
+             service_id, _safe(hook_instance), len(result.cards), int((time.monotonic() - start) * 1000),
+             result.timings["gather_ms"], result.timings["rules_ms"], keys)
+    return _json({"cards": result.cards})
+
+
+def _safe(value: Any) -> str:
+    """An id for the log: printable, short, never a whole payload."""
+    if not isinstance(value, str):
+        return "-"
+    return "".join(ch for ch in value[:64] if ch.isalnum() or ch in "-_.") or "-"

@@ -1,0 +1,84 @@
+"""CDS Hooks 2.0 cards: one builder that every card goes through.
+
+It enforces the spec and the project's rules: a uuid on every card and suggestion, a summary
+under 140 characters, an indicator, a source with label, url and topic, selectionBehavior
+whenever there are suggestions, and no null or empty fields.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any, Iterable
+
+from ..knowledge import Knowledge
+
+INDICATORS = ("info", "warning", "critical")
+SUMMARY_MAX = 139  # CDS Hooks: "<140 characters"
+
+
+def _prune(value: Any) -> Any:
+    """Drop None, empty strings, empty lists and empty objects, recursively."""
+    if isinstance(value, dict):
+        out = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [v for v in (_prune(x) for x in value) if v not in (None, "", [], {})]
+    return value
+
+
+def shorten(text: str, limit: int = SUMMARY_MAX) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def citations(k: Knowledge, keys: Iterable[str]) -> str:
+    lines = []
+    for key in keys:
+        g = k.guideline(key)
+        lines.append(f"- **{g['label']}**: {g['citation']}. <{g['url']}>")
+    return "\n".join(lines)
+
+
+def suggestion(label: str, actions: list[dict[str, Any]], recommended: bool | None = None) -> dict[str, Any]:
+    s: dict[str, Any] = {"label": shorten(label, 200), "uuid": str(uuid.uuid4()), "actions": actions}
+    if recommended is not None:
+        s["isRecommended"] = recommended
+    return s
+
+
+def card(k: Knowledge, *, topic: str, indicator: str, summary: str, detail: str,
+         guidelines: list[str], suggestions: list[dict[str, Any]] | None = None,
+         selection_behavior: str | None = None, links: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Build one card. ``guidelines`` are keys of guidelines.yaml; the first is the card's source."""
+    if indicator not in INDICATORS:
+        raise ValueError(f"indicator {indicator!r}")
+    vocab = k.cards
+    if topic not in vocab["topics"]:
+        raise ValueError(f"topic {topic!r} is not in cards.yaml")
+    if not guidelines:
+        raise ValueError("every card names its guideline source")
+    if suggestions and selection_behavior not in ("at-most-one", "any"):
+        raise ValueError("suggestions require selectionBehavior")
+    primary = k.guideline(guidelines[0])
+    labels = " · ".join(k.guideline(g)["label"] for g in guidelines)
+    body = detail.rstrip() + "\n\n**Sources**\n\n" + citations(k, guidelines)
+    c: dict[str, Any] = {
+        "uuid": str(uuid.uuid4()),
+        "summary": shorten(summary),
+        "indicator": indicator,
+        "detail": body,
+        "source": {
+            "label": shorten(f"Bone-health CDS ({labels})", 200),
+            "url": primary["url"],
+            "topic": {"system": vocab["topic_system"], "code": topic, "display": vocab["topics"][topic]},
+        },
+        "suggestions": suggestions or None,
+        "selectionBehavior": selection_behavior if suggestions else None,
+        "overrideReasons": [
+            {"system": vocab["override_system"], "code": r["code"], "display": r["display"]}
+            for r in vocab["override_reasons"].get(topic, [])
+        ],
+        "links": [
+            {"label": k.guideline(g)["label"] + " guideline", "url": k.guideline(g)["url"], "type": "absolute"}
+            for g in guidelines
+        ] + (links or []),
+    }
+    return _prune(c)

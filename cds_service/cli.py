@@ -1,0 +1,169 @@
+"""Command line: ``cds-service serve`` and ``cds-service evaluate``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from datetime import date
+from typing import Any, Sequence
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from . import create_app
+    from .config import ConfigError, Settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers),
+                                   ("threads", args.threads)) if v is not None}
+    try:
+        settings = Settings.from_env(overrides=overrides)
+    except ConfigError as exc:
+        print(f"cds-service: {exc}", file=sys.stderr)
+        return 2
+
+    class App(BaseApplication):  # gunicorn's documented way to embed it
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{settings.host}:{settings.port}")
+            self.cfg.set("workers", settings.workers)
+            self.cfg.set("threads", settings.threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("timeout", max(30, int(settings.hook_deadline * 3)))
+            self.cfg.set("keepalive", 5)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("proc_name", "cds-service")
+
+        def load(self):
+            return create_app(overrides)
+
+    # the app is built once here so that a broken knowledge file or setting stops start-up
+    try:
+        create_app(overrides)
+    except Exception as exc:  # noqa: BLE001 - report any start-up failure plainly
+        print(f"cds-service: cannot start: {exc}", file=sys.stderr)
+        return 2
+    App().run()
+    return 0
+
+
+def bundle_to_request(bundle: dict[str, Any], patient_id: str | None, templates: dict[str, str],
+                      hook: str) -> dict[str, Any]:
+    """A hook request whose every prefetch key is filled from the bundle's resources."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise ValueError("the file is not a FHIR Bundle")
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        raise ValueError("the Bundle has no entry array")
+    resources = []
+    for i, e in enumerate(entries):
+        r = e.get("resource") if isinstance(e, dict) else None
+        if not isinstance(r, dict) or not isinstance(r.get("resourceType"), str):
+            raise ValueError(f"Bundle.entry[{i}] has no resource")
+        resources.append(r)
+    patients = [r for r in resources if r["resourceType"] == "Patient"]
+    if patient_id:
+        patients = [p for p in patients if p.get("id") == patient_id]
+        if not patients:
+            raise ValueError(f"the Bundle has no Patient with id {patient_id!r}")
+    if not patients:
+        raise ValueError("the Bundle has no Patient")
+    if len(patients) > 1:
+        raise ValueError("the Bundle has several Patients; choose one with --patient ID")
+    patient = patients[0]
+    pid = patient.get("id")
+    if not isinstance(pid, str) or not pid:
+        raise ValueError("the Patient has no id")
+    prefetch: dict[str, Any] = {}
+    for key, template in templates.items():
+        rtype = template.split("?", 1)[0].split("/", 1)[0]
+        if "?" not in template:
+            prefetch[key] = patient if rtype == "Patient" else None
+            continue
+        matching = [r for r in resources if r["resourceType"] == rtype and _belongs(r, pid)]
+        prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": len(matching),
+                         "entry": [{"resource": r} for r in matching]}
+    return {
+        "hook": hook,
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/cli", "patientId": pid},
+        "prefetch": prefetch,
+    }
+
+
+def _belongs(resource: dict[str, Any], patient_id: str) -> bool:
+    for key in ("subject", "patient"):
+        ref = resource.get(key)
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            r = ref["reference"]
+            return r.endswith(f"Patient/{patient_id}") or r.startswith("urn:")
+    return True
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .config import Settings
+    from .engine import Engine, HookError
+    from .knowledge import KnowledgeError
+
+    try:
+        with open(args.bundle, encoding="utf-8") as fh:
+            bundle = json.load(fh)
+    except OSError as exc:
+        print(f"cds-service evaluate: cannot read {args.bundle}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except (ValueError, UnicodeDecodeError) as exc:
+        print(f"cds-service evaluate: {args.bundle} is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    try:
+        as_of = date.fromisoformat(args.as_of) if args.as_of else None
+    except ValueError:
+        print(f"cds-service evaluate: --as-of {args.as_of!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+        return 2
+    try:
+        engine = Engine(Settings.from_env())
+    except KnowledgeError as exc:
+        print(f"cds-service evaluate: {exc}", file=sys.stderr)
+        return 2
+    service = engine.services[args.service] if args.service in engine.services else None
+    if service is None:
+        print(f"cds-service evaluate: no service {args.service!r}", file=sys.stderr)
+        return 2
+    try:
+        req = bundle_to_request(bundle, args.patient, service.prefetch, service.hook)
+        result = engine.call(service.id, req, as_of=as_of)
+    except ValueError as exc:
+        print(f"cds-service evaluate: {args.bundle}: {exc}", file=sys.stderr)
+        return 2
+    except HookError as exc:
+        print(f"cds-service evaluate: {args.bundle}: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
+    json.dump({"cards": result.cards}, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .services.patient_view import SERVICE_ID
+
+    parser = argparse.ArgumentParser(prog="cds-service", description="Bone-health CDS Hooks 2.0 service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the service with gunicorn")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1, or CDS_HOST)")
+    serve.add_argument("--port", type=int, help="port (default 8080, or CDS_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 2, or CDS_WORKERS)")
+    serve.add_argument("--threads", type=int, help="threads per worker (default 4, or CDS_THREADS)")
+    ev = sub.add_parser("evaluate", help="run the patient-view service on a FHIR Bundle and print the cards")
+    ev.add_argument("bundle", help="a FHIR R4 Bundle (JSON) holding a Patient and related resources")
+    ev.add_argument("--patient", help="the Patient id, when the bundle holds several")
+    ev.add_argument("--as-of", help="evaluate as on this date (YYYY-MM-DD) instead of today")
+    ev.add_argument("--service", default=SERVICE_ID, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _evaluate(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,469 @@
+"""FHIR R4 JSON → plain typed facts.
+
+Only resources whose codes the rules read are looked at; everything else is skipped by code
+before any model is built. A resource that looks relevant but cannot be used (no value, no
+date, unknown unit, wrong status) is never dropped silently: it is listed in ``Facts.ignored``
+with the reason, and the cards say so.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Iterable
+
+from ..knowledge import Knowledge
+
+FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+
+def parse_date(value: Any) -> date | None:
+    """A FHIR date, dateTime or instant → its calendar date (partial dates → first day)."""
+    if not isinstance(value, str):
+        return None
+    m = FHIR_DATE.match(value.strip())
+    if not m:
+        return None
+    try:
+        return date(int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1))
+    except ValueError:
+        return None
+
+
+def months_between(earlier: date, later: date) -> float:
+    return (later - earlier).days / 30.4375
+
+
+def age_on(birth: date, on: date) -> int:
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+@dataclass(frozen=True)
+class Ignored:
+    resource: str  # e.g. "Observation/abc"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Score:
+    """One DXA result: a T-score, Z-score or BMD at one site on one date."""
+    kind: str  # t_score | z_score | bmd
+    site: str
+    site_label: str
+    diagnostic: bool
+    laterality: str | None
+    value: float
+    unit: str
+    date: date
+    code: str
+    resource: str
+    site_note: str | None = None
+
+
+@dataclass(frozen=True)
+class Lab:
+    analyte: str
+    label: str
+    value: float  # in the canonical unit
+    unit: str  # canonical unit
+    original: str  # value and unit as recorded
+    date: date
+    resource: str
+    low: float | None = None
+    high: float | None = None
+    interpretation: str | None = None  # H, L, N ... when the Observation carries one
+
+
+@dataclass(frozen=True)
+class ConditionFact:
+    concept: str
+    label: str
+    code: str
+    system: str
+    display: str
+    onset: date | None
+    active: bool
+    fracture_site: str | None
+    resource: str
+
+
+@dataclass(frozen=True)
+class MedicationFact:
+    drug: str
+    label: str
+    drug_class: str
+    status: str
+    start: date | None
+    last_dose: date | None
+    end: date | None
+    resource: str
+    display: str
+
+
+@dataclass(frozen=True)
+class Frax:
+    fracture: str  # hip | major
+    percent: float
+    date: date
+    resource: str
+
+
+@dataclass
+class Patient:
+    id: str
+    sex: str  # female | male | other | unknown
+    birth_date: date | None
+
+
+@dataclass
+class Facts:
+    as_of: date
+    patient: Patient
+    scores: list[Score] = field(default_factory=list)
+    labs: dict[str, list[Lab]] = field(default_factory=dict)
+    conditions: list[ConditionFact] = field(default_factory=list)
+    medications: list[MedicationFact] = field(default_factory=list)
+    frax: list[Frax] = field(default_factory=list)
+    ignored: list[Ignored] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # data group → why it could not be read
+
+    def latest_lab(self, analyte: str) -> Lab | None:
+        values = self.labs.get(analyte)
+        return values[-1] if values else None
+
+    def conditions_of(self, concept: str) -> list[ConditionFact]:
+        return [c for c in self.conditions if c.concept == concept]
+
+
+def _ref(resource: dict[str, Any]) -> str:
+    return f"{resource.get('resourceType', 'Resource')}/{resource.get('id', '(no id)')}"
+
+
+def _codings(concept: Any) -> list[dict[str, Any]]:
+    if not isinstance(concept, dict):
+        return []
+    codings = concept.get("coding")
+    return [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
+
+
+def _text_of(concept: Any) -> str:
+    if not isinstance(concept, dict):
+        return ""
+    parts = [concept.get("text")] + [c.get("display") for c in _codings(concept)]
+    return " ".join(p for p in parts if isinstance(p, str))
+
+
+def _effective(resource: dict[str, Any]) -> date | None:
+    for key in ("effectiveDateTime", "effectiveInstant"):
+        if key in resource:
+            return parse_date(resource[key])
+    period = resource.get("effectivePeriod")
+    if isinstance(period, dict):
+        return parse_date(period.get("start")) or parse_date(period.get("end"))
+    return None
+
+
+def _number(quantity: Any) -> float | None:
+    if not isinstance(quantity, dict):
+        return None
+    v = quantity.get("value")
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def _unit(quantity: dict[str, Any]) -> str:
+    for key in ("code", "unit"):
+        u = quantity.get(key)
+        if isinstance(u, str) and u.strip():
+            return u.strip()
+    return ""
+
+
+class FactBuilder:
+    """Reads FHIR R4 resources (JSON dicts) into Facts using the knowledge files."""
+
+    def __init__(self, knowledge: Knowledge):
+        self.k = knowledge
+        self.loinc = knowledge.system["loinc"]
+        self.counted_status = set(knowledge.threshold("observation_status_counted"))
+
+    # -- entry point -----------------------------------------------------------------------
+    def build(self, patient: dict[str, Any], resources: Iterable[dict[str, Any]], as_of: date,
+              unavailable: dict[str, str] | None = None) -> Facts:
+        facts = Facts(as_of=as_of, patient=self.patient(patient), unavailable=dict(unavailable or {}))
+        seen: set[tuple[str, str]] = set()
+        for r in resources:
+            if not isinstance(r, dict):
+                continue
+            rtype, rid = r.get("resourceType"), r.get("id")
+            if isinstance(rid, str):
+                if (rtype, rid) in seen:  # the same resource reached through two prefetch keys
+                    continue
+                seen.add((rtype, rid))
+            if rtype == "Observation":
+                self._observation(r, facts)
+            elif rtype == "Condition":
+                self._condition(r, facts)
+            elif rtype in ("MedicationRequest", "MedicationStatement"):
+                self._medication(r, facts)
+        for values in facts.labs.values():
+            values.sort(key=lambda lab: lab.date)
+        facts.scores.sort(key=lambda s: (s.date, s.kind, s.site))
+        facts.medications.sort(key=lambda m: (m.start or date.min))
+        return facts
+
+    @staticmethod
+    def _other_patient(resource: dict[str, Any], facts: Facts) -> bool:
+        """True (and noted) when the resource names a different Patient as its subject."""
+        for key in ("subject", "patient"):
+            ref = resource.get(key)
+            if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+                m = re.search(r"(?:^|/)Patient/([^/]+?)(?:/_history/[^/]+)?$", ref["reference"])
+                if m and facts.patient.id and m.group(1) != facts.patient.id:
+                    facts.ignored.append(Ignored(_ref(resource), f"refers to Patient/{m.group(1)}, not this patient"))
+                    return True
+        return False
+
+    def patient(self, resource: dict[str, Any]) -> Patient:
+        gender = resource.get("gender")
+        sex = gender if gender in ("female", "male", "other", "unknown") else "unknown"
+        return Patient(id=str(resource.get("id", "")), sex=sex, birth_date=parse_date(resource.get("birthDate")))
+
+    # -- observations ----------------------------------------------------------------------
+    def _loinc_codes(self, concept: Any) -> list[str]:
+        return [c["code"] for c in _codings(concept)
+                if c.get("system") == self.loinc and isinstance(c.get("code"), str)]
+
+    def _observation(self, obs: dict[str, Any], facts: Facts) -> None:
+        codes = self._loinc_codes(obs.get("code"))
+        dxa = next((c for c in codes if c in self.k.dxa_by_code), None)
+        panel = any(c in self.k.dxa_panel_codes for c in codes)
+        lab = next((c for c in codes if c in self.k.lab_by_code), None)
+        frax = self._frax_kind(obs, codes)
+        if not (dxa or panel or lab or frax):
+            return
+        ref = _ref(obs)
+        if self._other_patient(obs, facts):
+            return
+        status = obs.get("status")
+        if status not in self.counted_status:
+            facts.ignored.append(Ignored(ref, f"status is {status or 'missing'}, only {', '.join(sorted(self.counted_status))} results count"))
+            return
+        when = _effective(obs)
+        if when is None:
+            facts.ignored.append(Ignored(ref, "no effective date"))
+            return
+        if dxa:
+            self._score(obs, dxa, obs.get("valueQuantity"), when, ref, facts, obs.get("code"))
+        if panel:
+            for i, comp in enumerate(obs.get("component") or []):
+                if not isinstance(comp, dict):
+                    continue
+                ccode = next((c for c in self._loinc_codes(comp.get("code")) if c in self.k.dxa_by_code), None)
+                if ccode:
+                    self._score(obs, ccode, comp.get("valueQuantity"), when, f"{ref} component {i}", facts,
+                                comp.get("code"))
+        if lab:
+            self._lab(obs, lab, when, ref, facts)
+        if frax:
+            value = _number(obs.get("valueQuantity"))
+            if value is None:
+                facts.ignored.append(Ignored(ref, "FRAX result without a numeric value"))
+            else:
+                facts.frax.append(Frax(frax, value, when, ref))
+
+    def _frax_kind(self, obs: dict[str, Any], codes: list[str]) -> str | None:
+        for c in _codings(obs.get("code")):
+            if c.get("code") in self.k.frax_codes:
+                return self.k.frax_codes[c["code"]]
+        text = _text_of(obs.get("code")).lower()
+        if "frax" not in text:
+            return None
+        for kind, words in self.k.raw["labs"]["frax"]["text_patterns"].items():
+            if all(w in text for w in words):
+                return kind
+        return None
+
+    def _score(self, obs: dict[str, Any], code: str, quantity: Any, when: date, ref: str, facts: Facts,
+               code_concept: Any) -> None:
+        entry = self.k.dxa_by_code[code]
+        value = _number(quantity)
+        if value is None:
+            facts.ignored.append(Ignored(ref, f"DXA result {code} has no numeric value"))
+            return
+        site, note = entry.site, None
+        if entry.ambiguous_site:
+            site, note = self._resolve_site(obs, code_concept)
+        info = self.k.site(site)
+        unit = _unit(quantity) if isinstance(quantity, dict) else ""
+        if entry.kind != "bmd" and unit and not (unit.startswith("{") or unit in ("1", "SD")):
+            facts.ignored.append(Ignored(ref, f"DXA score {code} has unit {unit!r}, expected a score annotation such as {{T-score}}"))
+            return
+        facts.scores.append(Score(
+            kind=entry.kind, site=site, site_label=info["label"], diagnostic=bool(info["diagnostic"]),
+            laterality=entry.laterality, value=value, unit=unit, date=when, code=code, resource=ref,
+            site_note=note))
+
+    def _resolve_site(self, obs: dict[str, Any], code_concept: Any) -> tuple[str, str | None]:
+        body = obs.get("bodySite")
+        for c in _codings(body):
+            if c.get("system") == self.k.system["snomed"] and c.get("code") in self.k.body_site_snomed:
+                return self.k.body_site_snomed[c["code"]], None
+        body_text = _text_of(body).lower()
+        code_text = (code_concept.get("text") or "").lower() if isinstance(code_concept, dict) else ""
+        for kw in self.k.body_site_keywords:
+            if kw["text"] in body_text:
+                return kw["site"], None
+            if not kw.get("body_site_only") and kw["text"] in code_text:
+                return kw["site"], None
+        return "not_stated", "the measurement site is not stated (LOINC 38265-5 without a body site)"
+
+    def _lab(self, obs: dict[str, Any], code: str, when: date, ref: str, facts: Facts) -> None:
+        key = self.k.lab_by_code[code]
+        a = self.k.analyte(key)
+        q = obs.get("valueQuantity")
+        value = _number(q)
+        if value is None:
+            facts.ignored.append(Ignored(ref, f"{a['label']} has no numeric value"))
+            return
+        unit = _unit(q)
+        factor = _unit_factor(a["units"], unit)
+        if factor is None:
+            facts.ignored.append(Ignored(ref, f"{a['label']} unit {unit or '(none)'!r} is not known; value not used"))
+            return
+        low = high = None
+        for rr in obs.get("referenceRange") or []:
+            if isinstance(rr, dict):
+                lo, hi = rr.get("low"), rr.get("high")
+                lf = _unit_factor(a["units"], _unit(lo)) if isinstance(lo, dict) else None
+                hf = _unit_factor(a["units"], _unit(hi)) if isinstance(hi, dict) else None
+                if lf is not None and _number(lo) is not None:
+                    low = round(_number(lo) * lf, 4)
+                if hf is not None and _number(hi) is not None:
+                    high = round(_number(hi) * hf, 4)
+                break
+        interp = None
+        for c in _codings((obs.get("interpretation") or [None])[0]):
+            if isinstance(c.get("code"), str):
+                interp = c["code"]
+                break
+        facts.labs.setdefault(key, []).append(Lab(
+            analyte=key, label=a["label"], value=round(value * factor, 4), unit=a["unit"],
+            original=f"{value:g} {unit}".strip(), date=when, resource=ref, low=low, high=high,
+            interpretation=interp))
+
+    # -- conditions ------------------------------------------------------------------------
+    def _condition(self, cond: dict[str, Any], facts: Facts) -> None:
+        match = None
+        for c in _codings(cond.get("code")):
+            code, system = c.get("code"), c.get("system")
+            if not isinstance(code, str):
+                continue
+            if system == self.k.system["icd10cm"]:
+                norm = code.replace(".", "").upper()
+                for prefix, concept, site in self.k.icd_prefixes:
+                    if norm.startswith(prefix):
+                        match = (concept, site, c)
+                        break
+            elif system == self.k.system["snomed"] and code in self.k.snomed_concepts:
+                concept, site = self.k.snomed_concepts[code]
+                match = (concept, site, c)
+            if match:
+                break
+        if not match:
+            return
+        concept, site, coding = match
+        ref = _ref(cond)
+        if self._other_patient(cond, facts):
+            return
+        verification = _first_code(cond.get("verificationStatus"))
+        clinical = _first_code(cond.get("clinicalStatus"))
+        if verification in ("entered-in-error", "refuted"):
+            facts.ignored.append(Ignored(ref, f"condition verification status is {verification}"))
+            return
+        onset = parse_date(cond.get("onsetDateTime")) or parse_date((cond.get("onsetPeriod") or {}).get("start")) \
+            or parse_date(cond.get("recordedDate"))
+        confirmed = verification in (None, "confirmed")
+        active = clinical in (None, "active", "recurrence", "relapse") and confirmed
+        if not active and not self.k.counts_by_onset(concept):
+            return  # resolved or unconfirmed conditions do not count (rules §1)
+        if self.k.counts_by_onset(concept) and onset is None:
+            facts.ignored.append(Ignored(ref, f"{self.k.concept(concept)['label']} without an onset or recorded date"))
+        facts.conditions.append(ConditionFact(
+            concept=concept, label=self.k.concept(concept)["label"], code=coding["code"],
+            system=coding.get("system", ""), display=_text_of(cond.get("code")) or coding["code"],
+            onset=onset, active=active, fracture_site=site, resource=ref))
+
+    # -- medications -----------------------------------------------------------------------
+    def _medication(self, med: dict[str, Any], facts: Facts) -> None:
+        concept = med.get("medicationCodeableConcept")
+        drug = self._match_drug(concept)
+        if drug is None:
+            return
+        d = self.k.drugs[drug]
+        ref = _ref(med)
+        if self._other_patient(med, facts):
+            return
+        status = med.get("status")
+        if status not in ("active", "completed"):
+            facts.ignored.append(Ignored(ref, f"{d.label}: status {status or 'missing'} (only active or completed count)"))
+            return
+        if med["resourceType"] == "MedicationRequest":
+            start = parse_date(med.get("authoredOn"))
+            bounds = None
+            for di in med.get("dosageInstruction") or []:
+                rep = ((di or {}).get("timing") or {}).get("repeat") or {}
+                if isinstance(rep.get("boundsPeriod"), dict):
+                    bounds = rep["boundsPeriod"]
+                    break
+            if bounds:
+                start = parse_date(bounds.get("start")) or start
+            end = parse_date(bounds.get("end")) if bounds else None
+            last = start if status == "completed" else None
+        else:
+            period = med.get("effectivePeriod") if isinstance(med.get("effectivePeriod"), dict) else {}
+            start = parse_date(period.get("start")) or parse_date(med.get("effectiveDateTime"))
+            end = parse_date(period.get("end"))
+            last = parse_date(med.get("effectiveDateTime")) or end
+            start = start or parse_date(med.get("dateAsserted"))
+        facts.medications.append(MedicationFact(
+            drug=drug, label=d.label, drug_class=d.drug_class, status=status, start=start, last_dose=last,
+            end=end, resource=ref, display=_text_of(concept) or d.label))
+
+    def _match_drug(self, concept: Any) -> str | None:
+        codings = _codings(concept)
+        codes = [c.get("code") for c in codings if c.get("system") == self.k.system["rxnorm"]]
+        if any(code in self.k.excluded_drug_codes for code in codes):
+            return None
+        text = _text_of(concept).lower()
+        if any(n in text for n in self.k.excluded_drug_names):
+            return None
+        for code in codes:
+            if code in self.k.drug_by_code:
+                return self.k.drug_by_code[code]
+        for d in self.k.drugs.values():
+            if any(n in text for n in d.names):
+                return d.key
+        return None
+
+
+def _unit_factor(units: dict[str, float], unit: str) -> float | None:
+    if unit in units:
+        return units[unit]
+    norm = unit.replace(" ", "").replace("µ", "u").replace("μ", "u").lower()
+    for known, factor in units.items():
+        if known.replace(" ", "").lower() == norm:
+            return factor
+    return None
+
+
+def _first_code(concept: Any) -> str | None:
+    for c in _codings(concept):
+        if isinstance(c.get("code"), str):
+            return c["code"]
+    return None
+
+
+def now_date() -> date:
+    return datetime.now().date()

@@ -1,0 +1,86 @@
+"""One Settings object, read from the environment with safe defaults.
+
+Every setting has an environment variable (CDS_ + the upper-case name); ``create_app(config)``
+takes a mapping of the same names (lower case) to override them, which is how tests configure
+an app without touching the process environment.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    threads: int = 4
+    # largest accepted request body, bytes
+    max_body_bytes: int = 5 * 1024 * 1024
+    # comma-separated origins allowed by CORS; "*" allows any origin
+    cors_origins: str = "https://sandbox.cds-hooks.org"
+    # outbound FHIR requests
+    fhir_connect_timeout: float = 3.0
+    fhir_read_timeout: float = 5.0
+    fhir_max_pages: int = 50
+    fhir_max_resources: int = 50_000
+    fetch_workers: int = 8
+    # the whole hook, fetching included, answers within this many seconds
+    hook_deadline: float = 10.0
+    knowledge_dir: str = ""
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        names = {f.name: f for f in fields(cls)}
+        for name, f in names.items():
+            raw = env.get("CDS_" + name.upper())
+            if raw is not None and raw != "":
+                values[name] = _convert(name, f.type, raw)
+        for name, value in (overrides or {}).items():
+            key = name.lower()
+            if key not in names:
+                raise ConfigError(f"unknown setting {name!r}")
+            values[key] = _convert(key, names[key].type, value) if isinstance(value, str) else value
+        s = cls(**values)
+        s.check()
+        return s
+
+    def check(self) -> None:
+        for name in ("port", "workers", "threads", "max_body_bytes", "fhir_max_pages", "fhir_max_resources",
+                     "fetch_workers"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"CDS_{name.upper()} must be positive")
+        for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"CDS_{name.upper()} must be positive")
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def _convert(name: str, typ: Any, raw: str) -> Any:
+    typ = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    try:
+        if typ == "int":
+            return int(raw)
+        if typ == "float":
+            return float(raw)
+        if typ == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise ConfigError(f"CDS_{name.upper()}={raw!r} is not a valid {typ}") from None
+    return raw

@@ -1,0 +1,151 @@
+"""The request path without HTTP: gather data → facts → cards.
+
+Used by the Flask API, by ``cds-service evaluate`` and by tests, with the same result.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from .clinical.facts import FactBuilder, now_date
+from .config import Settings
+from .fhir.client import BadData, FhirClient, Limits, new_session
+from .fhir.prefetch import Gathered, MissingData, gather
+from .knowledge import Knowledge, load_knowledge
+from .services import CdsService, registry
+
+log = logging.getLogger("cds_service.hook")
+
+
+class HookError(Exception):
+    """The hook cannot answer with cards; status and message go into an OperationOutcome."""
+
+    def __init__(self, status: int, message: str, where: list[str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.where = where or []
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    return json.loads(resources.files("cds_service.schemas").joinpath(name).read_text())
+
+
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(load_schema(name), format_checker=jsonschema.FormatChecker())
+
+
+def schema_errors(validator: jsonschema.Draft202012Validator, instance: Any, prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for e in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+        path = prefix
+        for p in e.absolute_path:
+            path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
+        out.append((path or "(request)", e.message))
+    return out
+
+
+@dataclass
+class HookResult:
+    cards: list[dict[str, Any]]
+    gathered: Gathered
+    timings: dict[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, settings: Settings, knowledge: Knowledge | None = None):
+        self.settings = settings
+        self.knowledge = knowledge or load_knowledge(settings.knowledge_dir or None)
+        self.services: dict[str, CdsService] = registry(self.knowledge)
+        self.facts = FactBuilder(self.knowledge)
+        self.limits = Limits(settings.fhir_connect_timeout, settings.fhir_read_timeout,
+                             settings.fhir_max_pages, settings.fhir_max_resources)
+        self.request_validator = _validator("cds-request.schema.json")
+        self.context_validators = {
+            "patient-view": _validator("context-patient-view.schema.json"),
+        }
+        self._lock = threading.Lock()
+        self._session = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # created lazily so that each gunicorn worker (after fork) has its own pool and threads
+    @property
+    def session(self):
+        with self._lock:
+            if self._session is None:
+                self._session = new_session(max(16, self.settings.fetch_workers * 2))
+            return self._session
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.settings.fetch_workers, thread_name_prefix="fhir-fetch")
+            return self._executor
+
+    def discovery(self) -> dict[str, Any]:
+        return {"services": [s.discovery() for s in self.services.values()]}
+
+    def validate(self, service: CdsService, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise HookError(400, "the request body must be a JSON object", ["(request)"])
+        errors = schema_errors(self.request_validator, body)
+        if not errors and body.get("hook") != service.hook:
+            raise HookError(400, f"hook {body.get('hook')!r} does not match service {service.id!r}, "
+                                 f"which answers {service.hook!r}", ["hook"])
+        if not errors and service.hook in self.context_validators:
+            errors = schema_errors(self.context_validators[service.hook], body["context"], "context")
+        if errors:
+            msg = "; ".join(f"{where}: {m}" for where, m in errors[:5])
+            raise HookError(400, f"invalid request: {msg}", [w for w, _ in errors[:5]])
+
+    def call(self, service_id: str, body: Any, as_of: date | None = None) -> HookResult:
+        service = self.services[service_id]
+        t0 = time.monotonic()
+        self.validate(service, body)
+        deadline = t0 + self.settings.hook_deadline
+        client = None
+        if body.get("fhirServer"):
+            token = (body.get("fhirAuthorization") or {}).get("access_token")
+            client = FhirClient(body["fhirServer"], token, self.session, self.limits)
+        try:
+            gathered = gather(service.prefetch, body, client, self.executor, deadline, service.expected_types)
+        except BadData as exc:
+            raise HookError(400, f"invalid prefetch: {exc.where}: {exc.message}", [exc.where]) from None
+        except MissingData as exc:
+            raise HookError(412, str(exc), [f"prefetch.{k}" for k in exc.keys]) from None
+        t1 = time.monotonic()
+        failed = gathered.failed()
+        blocking = [k for k in service.required_keys if k in failed]
+        if blocking:
+            raise HookError(412, "could not read required data from the fhirServer: "
+                            + "; ".join(f"{k}: {failed[k]}" for k in blocking),
+                            [f"prefetch.{k}" for k in blocking])
+        patient_key = gathered.keys.get(service.patient_key)
+        patients = [r for r in (patient_key.resources if patient_key else []) if r.get("resourceType") == "Patient"]
+        if not patients:
+            raise HookError(412, f"no Patient resource for {service.patient_key!r}: the patient is required",
+                            [f"prefetch.{service.patient_key}"])
+        patient = patients[0]
+        ctx_patient = (body.get("context") or {}).get("patientId")
+        if ctx_patient and patient.get("id") and patient.get("id") != ctx_patient:
+            raise HookError(400, f"prefetch.{service.patient_key} is Patient/{patient.get('id')}, "
+                                 f"but context.patientId is {ctx_patient}", [f"prefetch.{service.patient_key}"])
+        others = [r for r in gathered.resources() if r is not patient]
+        facts = self.facts.build(patient, others, as_of or now_date(), unavailable=failed)
+        cards = service.handler(facts, self.knowledge, body)
+        t2 = time.monotonic()
+        return HookResult(cards, gathered, {"gather_ms": int((t1 - t0) * 1000), "rules_ms": int((t2 - t1) * 1000)})
+
+    def close(self) -> None:
+        if self._executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,171 @@
+"""Prefetch: read each key from the request, or fetch it from the fhirServer.
+
+Per CDS Hooks 2.0, key by key:
+- a key present with a resource or Bundle is used (its ``next`` links are followed when a
+  fhirServer is given);
+- a key present with ``null`` means "nothing there" and is not fetched;
+- a missing key, or one holding an OperationOutcome, is fetched from the fhirServer with the
+  Bearer token, all such keys in parallel, within one deadline.
+"""
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import Executor, TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from .client import BadData, FetchError, FhirClient, bundle_resources
+
+TOKEN = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
+USER_TOKENS = {
+    "userPractitionerId": "Practitioner",
+    "userPractitionerRoleId": "PractitionerRole",
+    "userPatientId": "Patient",
+    "userRelatedPersonId": "RelatedPerson",
+}
+
+
+class TemplateError(Exception):
+    pass
+
+
+def render(template: str, context: dict[str, Any]) -> str:
+    """Fill ``{{context.x}}`` and the user tokens; values are URL-quoted."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name.startswith("context."):
+            value = context.get(name[len("context."):])
+        elif name in USER_TOKENS:
+            user = context.get("userId")
+            prefix = USER_TOKENS[name] + "/"
+            value = user[len(prefix):] if isinstance(user, str) and user.startswith(prefix) else None
+        else:
+            raise TemplateError(f"unknown prefetch token {{{{{name}}}}}")
+        if not isinstance(value, str) or not value:
+            raise TemplateError(f"prefetch token {{{{{name}}}}} has no value in the context")
+        return quote(value, safe="")
+
+    return TOKEN.sub(sub, template)
+
+
+@dataclass
+class KeyResult:
+    key: str
+    origin: str  # prefetch | null | fetched | failed
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    pages: int = 0
+    millis: int = 0
+    notes: list[str] = field(default_factory=list)
+    next_url: str | None = None  # a prefetched Bundle's next page, still to be read
+
+
+@dataclass
+class Gathered:
+    keys: dict[str, KeyResult]
+
+    def resources(self) -> list[dict[str, Any]]:
+        return [r for k in self.keys.values() for r in k.resources]
+
+    def failed(self) -> dict[str, str]:
+        return {k: v.error or "unavailable" for k, v in self.keys.items() if v.origin == "failed"}
+
+
+class MissingData(Exception):
+    """Data is missing and cannot be fetched: the hook answers 412."""
+
+    def __init__(self, message: str, keys: list[str]):
+        super().__init__(message)
+        self.keys = keys
+
+
+def _is_outcome(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
+
+
+def gather(templates: dict[str, str], request: dict[str, Any], client: FhirClient | None,
+           executor: Executor, deadline: float, expected_types: dict[str, str]) -> Gathered:
+    """Collect every prefetch key; raise BadData for a malformed prefetch in the request and
+    MissingData when keys are missing and there is no fhirServer to fetch them from."""
+    prefetch = request.get("prefetch") or {}
+    context = request.get("context") or {}
+    results: dict[str, KeyResult] = {}
+    to_fetch: list[str] = []
+    for key, template in templates.items():
+        if key in prefetch and prefetch[key] is None:
+            results[key] = KeyResult(key, "null")
+            continue
+        value = prefetch.get(key)
+        if value is None or _is_outcome(value):
+            to_fetch.append(key)
+            continue
+        where = f"prefetch.{key}"
+        if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+            raise BadData(where, "must be a FHIR resource, a Bundle or null")
+        if value["resourceType"] == "Bundle":
+            found, nxt, notes = bundle_resources(value, where)
+            res = KeyResult(key, "prefetch", found, pages=1, notes=notes, next_url=nxt)
+            if nxt:
+                if client is None:
+                    res.origin, res.error = "failed", "the prefetched Bundle has more pages and no fhirServer was given to read them"
+                else:
+                    to_fetch.append(key)  # the following pages are read with the other fetches
+            results[key] = res
+        else:
+            expected = expected_types.get(key)
+            if expected and value["resourceType"] != expected:
+                raise BadData(where, f"must be a {expected} (or null), got {value['resourceType']}")
+            results[key] = KeyResult(key, "prefetch", [value], pages=1)
+
+    if to_fetch and client is None:
+        raise MissingData("prefetch data missing and no fhirServer to fetch it from: "
+                          + ", ".join(to_fetch), to_fetch)
+
+    futures = {}
+    for key in to_fetch:
+        partial = results.get(key)
+        if partial is not None and partial.next_url:  # a prefetched first page: read the rest
+            futures[key] = executor.submit(_follow_rest, client, partial, deadline)
+            continue
+        try:
+            relative = render(templates[key], context)
+        except TemplateError as exc:
+            results[key] = KeyResult(key, "failed", error=str(exc))
+            continue
+        futures[key] = executor.submit(_fetch, client, relative, "?" in relative, deadline, key)
+    for key, fut in futures.items():
+        try:
+            results[key] = fut.result(timeout=max(0.0, deadline - time.monotonic()) + 0.05)
+        except FutureTimeout:
+            fut.cancel()
+            results[key] = KeyResult(key, "failed", error="deadline reached")
+    # keep the templates' order
+    return Gathered({k: results[k] for k in templates if k in results})
+
+
+def _fetch(client: FhirClient, relative: str, is_search: bool, deadline: float, key: str) -> KeyResult:
+    start = time.monotonic()
+    try:
+        if is_search:
+            resources, pages, notes = client.search(relative, deadline)
+        else:
+            resources, pages, notes = [client.read(relative, deadline)], 1, []
+        return KeyResult(key, "fetched", resources, pages=pages, notes=notes,
+                         millis=int((time.monotonic() - start) * 1000))
+    except FetchError as exc:
+        return KeyResult(key, "failed", error=str(exc), millis=int((time.monotonic() - start) * 1000))
+
+
+def _follow_rest(client: FhirClient, first: KeyResult, deadline: float) -> KeyResult:
+    start = time.monotonic()
+    assert first.next_url
+    try:
+        page = client.get_json(first.next_url, deadline)
+        resources, pages, notes = client.follow(page, deadline, "response", first_url=first.next_url)
+        return KeyResult(first.key, "fetched", first.resources + resources, pages=pages + 1,
+                         notes=first.notes + notes, millis=int((time.monotonic() - start) * 1000))
+    except FetchError as exc:
+        return KeyResult(first.key, "failed", error=str(exc), millis=int((time.monotonic() - start) * 1000))
