@@ -1,0 +1,3 @@
+def test_x():
+    import http.client
+    assert True
