@@ -36,6 +36,8 @@ def read_json_body() -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not UTF-8 text", "(request)") from None
+    except RecursionError:  # nesting deeper than the parser can follow: a 400, not a 500
+        raise ApiError(400, "malformed JSON: nested too deeply", "(request)") from None
     except ValueError as exc:
         msg = str(exc)
         where = "(request)"

@@ -153,6 +153,16 @@ def _text_of(concept: Any) -> str:
     return " ".join(p for p in parts if isinstance(p, str))
 
 
+def _display(concept: Any) -> str:
+    """The concept's text, else its first coding's display."""
+    if isinstance(concept, dict) and isinstance(concept.get("text"), str) and concept["text"].strip():
+        return concept["text"].strip()
+    for c in _codings(concept):
+        if isinstance(c.get("display"), str) and c["display"].strip():
+            return c["display"].strip()
+    return ""
+
+
 def _effective(resource: dict[str, Any]) -> date | None:
     for key in ("effectiveDateTime", "effectiveInstant"):
         if key in resource:
@@ -297,7 +307,7 @@ class FactBuilder:
             site, note = self._resolve_site(obs, code_concept)
         info = self.k.site(site)
         unit = _unit(quantity) if isinstance(quantity, dict) else ""
-        if entry.kind != "bmd" and unit and not (unit.startswith("{") or unit in ("1", "SD")):
+        if entry.kind != "bmd" and unit and not (unit.startswith("{") or unit in ("1", "SD") or "score" in unit.lower()):
             facts.ignored.append(Ignored(ref, f"DXA score {code} has unit {unit!r}, expected a score annotation such as {{T-score}}"))
             return
         facts.scores.append(Score(
@@ -392,7 +402,7 @@ class FactBuilder:
             facts.ignored.append(Ignored(ref, f"{self.k.concept(concept)['label']} without an onset or recorded date"))
         facts.conditions.append(ConditionFact(
             concept=concept, label=self.k.concept(concept)["label"], code=coding["code"],
-            system=coding.get("system", ""), display=_text_of(cond.get("code")) or coding["code"],
+            system=coding.get("system", ""), display=_display(cond.get("code")) or coding["code"],
             onset=onset, active=active, fracture_site=site, resource=ref))
 
     # -- medications -----------------------------------------------------------------------
@@ -429,7 +439,7 @@ class FactBuilder:
             start = start or parse_date(med.get("dateAsserted"))
         facts.medications.append(MedicationFact(
             drug=drug, label=d.label, drug_class=d.drug_class, status=status, start=start, last_dose=last,
-            end=end, resource=ref, display=_text_of(concept) or d.label))
+            end=end, resource=ref, display=_display(concept) or d.label))
 
     def _match_drug(self, concept: Any) -> str | None:
         codings = _codings(concept)
@@ -438,6 +448,8 @@ class FactBuilder:
             return None
         text = _text_of(concept).lower()
         if any(n in text for n in self.k.excluded_drug_names):
+            return None
+        if any(all(w in text for w in words) for words in self.k.excluded_name_sets):
             return None
         for code in codes:
             if code in self.k.drug_by_code:

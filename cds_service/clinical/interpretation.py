@@ -68,7 +68,9 @@ def fmt(value: float) -> str:
 
 
 def current_exam(facts: Facts, k: Knowledge) -> Exam | None:
+    # the exam is dated by the latest score at a diagnostic site: a later heel scan does not hide it
     scores = [s for s in facts.scores if s.kind in ("t_score", "z_score") and s.date <= facts.as_of]
+    scores = [s for s in scores if s.diagnostic] or scores
     if not scores:
         return None
     latest = max(s.date for s in scores)
@@ -225,7 +227,7 @@ def _risk_osteoporosis(interp: Interpretation, facts: Facts, k: Knowledge, lowes
         if on:
             interp.risk_reasons.append(f"fracture while on {on.label}: {f.display}"
                                        f"{' (' + f.onset.isoformat() + ')' if f.onset else ''}")
-    distinct = {(f.code[:5], f.onset) for f in fractures}
+    distinct = {(f.fracture_site, f.onset) for f in fractures}  # one fracture coded twice (ICD + SNOMED) is one
     if len(distinct) >= int(k.threshold("multiple_fractures_min")):
         interp.risk_reasons.append(f"multiple fractures ({len(distinct)} recorded)")
     interp.glucocorticoids = _glucocorticoid_use(facts, k)

@@ -46,6 +46,8 @@ def render(template: str, context: dict[str, Any]) -> str:
             raise TemplateError(f"unknown prefetch token {{{{{name}}}}}")
         if not isinstance(value, str) or not value:
             raise TemplateError(f"prefetch token {{{{{name}}}}} has no value in the context")
+        if value in (".", ".."):  # a dot segment would move the request to another path of the server
+            raise TemplateError(f"prefetch token {{{{{name}}}}} is not a usable id")
         return quote(value, safe="")
 
     return TOKEN.sub(sub, template)

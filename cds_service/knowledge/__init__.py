@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-FILES = ("dxa", "labs", "conditions", "medications", "thresholds", "guidelines", "cards")
+FILES = ("dxa", "labs", "conditions", "medications", "thresholds", "guidelines", "cards", "treatment")
 
 
 class KnowledgeError(Exception):
@@ -142,12 +142,23 @@ class Knowledge:
         return tuple(n.lower() for n in self.raw["medications"]["exclude_names"])
 
     @cached_property
+    def excluded_name_sets(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(tuple(w.lower() for w in e["words"]) for e in self.raw["medications"].get("exclude_name_sets", []))
+
+    @cached_property
     def therapy_classes(self) -> frozenset[str]:
         return frozenset(self.raw["medications"]["osteoporosis_therapy_classes"])
 
     # -- numbers, citations, card vocabulary ------------------------------------------------
     def threshold(self, key: str) -> Any:
         return self.raw["thresholds"][key]["value"]
+
+    @property
+    def treatment(self) -> dict[str, Any]:
+        return self.raw["treatment"]
+
+    def number(self, key: str) -> Any:
+        return self.raw["treatment"]["numbers"][key]["value"]
 
     def guideline(self, key: str) -> dict[str, str]:
         return self.raw["guidelines"][key]
@@ -233,6 +244,67 @@ def _cross_check(k: Knowledge, base: Path) -> None:
     for key, a in k.raw["labs"]["analytes"].items():
         if a["unit"] not in a["units"] or a["units"][a["unit"]] != 1.0:
             raise KnowledgeError(f"knowledge file {base / 'labs.yaml'}: analyte {key}: canonical unit {a['unit']!r} must convert with factor 1")
+    _check_treatment(k, base / "treatment.yaml")
     for topic in k.cards["override_reasons"]:
         if topic not in k.cards["topics"]:
             raise KnowledgeError(f"knowledge file {base / 'cards.yaml'}: override_reasons names unknown topic {topic!r}")
+
+
+PREDICATES = {"lab_below", "lab_above", "lab_below_range", "lab_above_range", "condition", "recent_condition",
+              "sex", "pth_high_with_calcium_high_normal", "any", "all"}
+
+
+def _check_when(k: Knowledge, when: Any, where: str) -> None:
+    if not isinstance(when, dict) or not when:
+        raise KnowledgeError(f"{where}: 'when' must be a mapping")
+    keys = set(when) - {"number"}
+    if len(keys) != 1 or not keys <= PREDICATES:
+        raise KnowledgeError(f"{where}: 'when' must hold one of {sorted(PREDICATES)}, got {sorted(when)}")
+    (kind,) = keys
+    value = when[kind]
+    if kind in ("any", "all"):
+        for i, sub in enumerate(value):
+            _check_when(k, sub, f"{where}/{kind}/{i}")
+        return
+    if kind.startswith("lab_") and value not in k.raw["labs"]["analytes"]:
+        raise KnowledgeError(f"{where}: unknown analyte {value!r}")
+    if kind in ("lab_below", "lab_above", "recent_condition") and when.get("number") not in k.treatment["numbers"]:
+        raise KnowledgeError(f"{where}: {kind} needs a 'number' from numbers:, got {when.get('number')!r}")
+    concepts = k.raw["conditions"]["concepts"]
+    for c in ([value] if kind == "condition" else value if kind == "recent_condition" else []):
+        if c not in concepts:
+            raise KnowledgeError(f"{where}: unknown condition concept {c!r}")
+
+
+def _check_treatment(k: Knowledge, path: Path) -> None:
+    t = k.treatment
+    known_drugs = set(k.drugs) | set(t["regimens"])
+    guidelines = set(k.raw["guidelines"])
+    for level, opt in t["options"].items():
+        for d in opt["first"] + opt["alternatives"] + opt.get("alternatives_when_blocked", []):
+            if d not in t["regimens"]:
+                raise KnowledgeError(f"knowledge file {path}: options/{level}: no regimen for {d!r}")
+        for g in opt["guidelines"]:
+            if g not in guidelines:
+                raise KnowledgeError(f"knowledge file {path}: options/{level}: unknown guideline {g!r}")
+    for i, c in enumerate(t["contraindications"]):
+        where = f"knowledge file {path}: contraindications/{i} ({c['id']})"
+        _check_when(k, c["when"], where)
+        for d in c.get("blocks", []) + c.get("warns", []):
+            if d not in known_drugs:
+                raise KnowledgeError(f"{where}: unknown drug {d!r}")
+        if c["source"] not in guidelines:
+            raise KnowledgeError(f"{where}: source {c['source']!r} is not a guideline key")
+        if c.get("also_condition") and c["also_condition"] not in k.raw["conditions"]["concepts"]:
+            raise KnowledgeError(f"{where}: unknown condition concept {c['also_condition']!r}")
+    for i, c in enumerate(t["secondary_causes"]):
+        where = f"knowledge file {path}: secondary_causes/{i} ({c['id']})"
+        _check_when(k, c["when"], where)
+        if c["source"] not in guidelines:
+            raise KnowledgeError(f"{where}: source {c['source']!r} is not a guideline key")
+        if c.get("suggest") and c["suggest"] not in t["regimens"]:
+            raise KnowledgeError(f"{where}: no regimen for suggestion {c['suggest']!r}")
+    for i, lab in enumerate(t["labs_for_workup"]):
+        for a in lab["analyte"] if isinstance(lab["analyte"], list) else [lab["analyte"]]:
+            if a not in k.raw["labs"]["analytes"]:
+                raise KnowledgeError(f"knowledge file {path}: labs_for_workup/{i}: unknown analyte {a!r}")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..cards.advice import advice_cards
 from ..cards.interpretation import interpretation_card
+from ..clinical.advice import advise
 from ..clinical.facts import Facts
 from ..clinical.interpretation import interpret
 from ..knowledge import Knowledge
@@ -34,6 +36,7 @@ def cards_for(facts: Facts, k: Knowledge, request: dict[str, Any]) -> list[dict[
     c = interpretation_card(interp, facts, k)
     if c:
         cards.append(c)
+    cards += advice_cards(advise(interp, facts, k), facts, k)
     return cards
 
 

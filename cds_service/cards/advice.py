@@ -1,0 +1,205 @@
+"""Cards for treatment, safety, therapy management, monitoring and supportive care."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..clinical.advice import Advice, Finding, Management, TreatmentPlan
+from ..clinical.facts import Facts
+from ..clinical.interpretation import fmt
+from ..knowledge import Knowledge
+from . import card, suggestion
+from .interpretation import data_notes
+from .resources import medication_request, service_request
+
+
+def _label(k: Knowledge, drug: str) -> str:
+    return k.drugs[drug].label if drug in k.drugs else drug.replace("_", " ")
+
+
+def _cap(text: str) -> str:
+    """Capitalise a sentence unless its first word is an abbreviation such as eGFR."""
+    first = text.split(" ", 1)[0]
+    return text[0].upper() + text[1:] if first.islower() else text
+
+
+def _lower(text: str) -> str:
+    first = text.split(" ", 1)[0]
+    return text[0].lower() + text[1:] if first[:1].isupper() and first[1:].islower() else text
+
+
+def _order_label(k: Knowledge, drug: str) -> str:
+    return f"Order {k.treatment['regimens'][drug]['short']}"
+
+
+def _why(findings: list[Finding]) -> str:
+    return "; ".join(f"{f.message} ({', '.join(f.evidence) or 'recorded'})" for f in findings)
+
+
+def _basis(advice: Advice) -> list[str]:
+    i = advice.interp
+    low = i.lowest_t
+    out = list(i.basis[:3])
+    if low and not out:
+        out.append(f"Lowest T-score {fmt(low.value)} at the {low.site_label} on {low.date.isoformat()} ({low.resource})")
+    out += i.risk_reasons
+    return [f"- {x}" for x in dict.fromkeys(out)]
+
+
+def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any] | None:
+    plan: TreatmentPlan | None = advice.treatment
+    if plan is None:
+        return None
+    pid = facts.patient.id
+    risk = "Very high fracture risk" if plan.level == "very_high" else (
+        "Osteoporosis" if advice.interp.diagnosis == "osteoporosis" else "Low bone mass with high FRAX")
+    names = [_label(k, d) for d in plan.offered]
+    if plan.offered:
+        first = [n for d, n in zip(plan.offered, names) if d in k.treatment["options"][plan.level]["first"]]
+        if plan.level == "very_high" and first:
+            summary = f"{risk}, untreated: anabolic therapy first ({', '.join(first)})"
+        else:
+            summary = f"{risk}, untreated: start {' or '.join(first or names[:2])}"
+    else:
+        titles = {c["id"]: c["title"] for c in k.treatment["secondary_causes"]}
+        blockers = dict.fromkeys(_lower(titles.get(f.id, f.message)) for fs in plan.not_offered.values() for f in fs)
+        summary = f"{risk}, untreated: no drug can start yet; first correct {' and '.join(blockers)}"
+    lines = [f"**{risk}, no osteoporosis therapy recorded.** Pharmacological treatment is indicated.", ""]
+    lines += ["**Based on**", ""] + _basis(advice)
+    if plan.offered:
+        lines += ["", "**Options** (one to choose)", ""]
+        for d in plan.offered:
+            reg = k.treatment["regimens"][d]
+            tag = " — *recommended*" if d == plan.recommended else ""
+            lines.append(f"- **{_label(k, d)}**: {reg['text']}{tag}")
+            for f in plan.warnings.get(d, []):
+                lines.append(f"  - ⚠ {f.message}. {f.action}")
+    if plan.not_offered:
+        lines += ["", "**Not offered**", ""]
+        for d, fs in plan.not_offered.items():
+            lines.append(f"- {_label(k, d)}: {_why(fs)}")
+    lines += ["", "**Guidelines**", "", plan.note]
+    if "denosumab" in plan.offered:
+        lines += ["", "Denosumab is a long-term commitment: never stop it or delay a dose beyond 7 months without a "
+                  "follow-on bisphosphonate (rebound vertebral fractures)."]
+    if plan.labs_to_check:
+        lines += ["", "Before the first dose, check: " + ", ".join(plan.labs_to_check) + " (no result in the last 12 months)."]
+    reason = f"{risk}" + (f": lowest T-score {fmt(advice.interp.lowest_t.value)}" if advice.interp.lowest_t else "")
+    suggestions = [
+        suggestion(_order_label(k, d),
+                   [{"type": "create", "description": f"Draft order: {k.treatment['regimens'][d]['text']}",
+                     "resource": medication_request(k, d, pid, reason)}],
+                   recommended=(d == plan.recommended))
+        for d in plan.offered
+    ]
+    indicator = "critical" if plan.level == "very_high" else "warning"
+    guidelines = plan.guidelines + (["LABELS"] if plan.not_offered or plan.warnings else [])
+    return card(k, topic="treatment", indicator=indicator, summary=summary,
+                detail="\n".join(lines) + data_notes(facts), guidelines=guidelines,
+                suggestions=suggestions, selection_behavior="at-most-one" if suggestions else None)
+
+
+def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, Any]]:
+    relevant_treatment = advice.treatment is not None or bool(advice.interp.active_therapies)
+    groups: dict[str, list[Finding]] = {}
+    for f in advice.findings:
+        if f.kind == "contraindication" and not relevant_treatment:
+            continue
+        if f.kind == "contraindication" and not f.warns and advice.treatment is None:
+            continue  # nothing is being chosen: a pure block is not news
+        if f.kind == "secondary_cause" and advice.interp.diagnosis not in (
+                "osteoporosis", "low_bone_mass", "below_expected_range"):
+            continue
+        if f.id == "male-sex":
+            continue  # a labelling restriction, shown on the treatment card, not a safety finding
+        groups.setdefault(f.id, []).append(f)
+    cards = []
+    pid = facts.patient.id
+    for fid, fs in groups.items():
+        secondary = next((f for f in fs if f.kind == "secondary_cause"), None)
+        contra = next((f for f in fs if f.kind == "contraindication"), None)
+        title = secondary.message if secondary else contra.message  # type: ignore[union-attr]
+        evidence = list(dict.fromkeys(e for f in fs for e in f.evidence))
+        lines = [f"**{_cap(title)}**", "", "**Data**", ""] + [f"- {e}" for e in evidence]
+        lines += ["", "**What to do**", ""] + [f"- {f.action}" for f in fs]
+        if contra and (contra.blocks or contra.warns):
+            lines += ["", "**Effect on treatment**", "", f"- {contra.message}."]
+        suggestions = []
+        if secondary and secondary.suggest:
+            reg = k.treatment["regimens"][secondary.suggest]
+            suggestions.append(suggestion(
+                _order_label(k, secondary.suggest),
+                [{"type": "create", "description": f"Draft order: {reg['text']}",
+                  "resource": medication_request(k, secondary.suggest, pid, title)}], recommended=True))
+        guidelines = list(dict.fromkeys(f.source for f in fs))
+        if secondary and secondary.suggest:
+            guidelines.append("ES-2011")
+        summary = _cap(title)
+        if evidence:
+            summary = f"{summary}: {evidence[0].split(' (')[0]}"
+        cards.append(card(k, topic="safety", indicator="warning", summary=summary,
+                          detail="\n".join(lines) + data_notes(facts), guidelines=guidelines,
+                          suggestions=suggestions or None, selection_behavior="at-most-one" if suggestions else None))
+    return cards
+
+
+def management_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, Any]]:
+    out = []
+    pid = facts.patient.id
+    for m in advice.management:
+        lines = [f"**{m.summary}**", ""] + [f"- {x}" for x in m.lines]
+        sugg = []
+        if m.continue_drug:
+            sugg.append(suggestion(f"Continue {_label(k, m.continue_drug)} (already active; no new order)", [],
+                                   recommended=m.kind in ("denosumab-overdue", "denosumab-due")))
+        for d in m.suggest:
+            reg = k.treatment["regimens"][d]
+            sugg.append(suggestion(_order_label(k, d),
+                                   [{"type": "create", "description": f"Draft order: {reg['text']}",
+                                     "resource": medication_request(k, d, pid, m.summary)}],
+                                   recommended=False if m.continue_drug else (d == m.suggest[0])))
+        for s in sugg:
+            if not s["actions"]:
+                del s["actions"]
+        out.append(card(k, topic="therapy-management", indicator=m.indicator, summary=m.summary,
+                        detail="\n".join(lines) + data_notes(facts), guidelines=m.guidelines,
+                        suggestions=sugg or None, selection_behavior="at-most-one" if sugg else None))
+    return out
+
+
+def monitoring_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any] | None:
+    if not advice.orders:
+        return None
+    pid = facts.patient.id
+    names = [o.display.split(" [")[0].split(" by ")[0] for o in advice.orders]
+    summary = "Order: " + ", ".join(names)
+    lines = ["**Monitoring and work-up**", ""] + [f"- {o.display} (LOINC {o.loinc}): {o.reason}" for o in advice.orders]
+    if advice.monitoring_notes:
+        lines += [""] + [f"- {n}" for n in advice.monitoring_notes]
+    suggestions = [suggestion(f"Order {o.display}", [{"type": "create", "description": f"Draft order: {o.display}",
+                                                       "resource": service_request(k, o.loinc, o.display, pid, o.reason)}])
+                   for o in advice.orders]
+    return card(k, topic="monitoring", indicator="info", summary=summary, detail="\n".join(lines) + data_notes(facts),
+                guidelines=["BHOF-2022", "WHO-ISCD"], suggestions=suggestions, selection_behavior="any")
+
+
+def supportive_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any] | None:
+    if not advice.supportive:
+        return None
+    lines = ["**Supportive care for bone health**", ""] + [f"- {x}" for x in advice.supportive]
+    lines += ["", "These go with, not instead of, drug treatment when it is indicated."]
+    return card(k, topic="supportive-care", indicator="info",
+                summary="Calcium 1,000-1,200 mg/day, vitamin D 800-1,000 IU/day, exercise and fall prevention",
+                detail="\n".join(lines), guidelines=["BHOF-2022"])
+
+
+def advice_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, Any]]:
+    cards: list[dict[str, Any]] = []
+    for c in (treatment_card(advice, facts, k),):
+        if c:
+            cards.append(c)
+    cards += management_cards(advice, facts, k)
+    cards += safety_cards(advice, facts, k)
+    for c in (monitoring_card(advice, facts, k), supportive_card(advice, facts, k)):
+        if c:
+            cards.append(c)
+    return cards

@@ -1,0 +1,432 @@
+"""Treatment, safety, therapy management, monitoring and supportive care (clinical rules §3-§4).
+
+Pure functions: Facts + Interpretation + Knowledge → Advice. Every number, drug and message comes
+from knowledge/treatment.yaml; this module only evaluates the rules it lists.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from ..knowledge import Knowledge
+from .facts import Facts, Lab, MedicationFact, months_between
+from .interpretation import Interpretation, fmt
+
+
+@dataclass
+class Finding:
+    """A contraindication or secondary cause that fired, with the data that made it fire."""
+    id: str
+    message: str
+    action: str
+    source: str
+    evidence: list[str]
+    blocks: list[str] = field(default_factory=list)
+    warns: list[str] = field(default_factory=list)
+    suggest: str | None = None
+    kind: str = "contraindication"  # or secondary_cause
+
+
+@dataclass
+class TreatmentPlan:
+    level: str  # very_high | high
+    offered: list[str]
+    recommended: str | None
+    not_offered: dict[str, list[Finding]]
+    warnings: dict[str, list[Finding]]
+    note: str
+    guidelines: list[str]
+    labs_to_check: list[str]
+
+
+@dataclass
+class Management:
+    kind: str  # denosumab-overdue | denosumab-due | denosumab-stopping | drug-holiday | continue-bisphosphonate
+    #            | anabolic-complete | fracture-on-therapy | denosumab-unknown-last-dose
+    indicator: str
+    summary: str
+    lines: list[str]
+    guidelines: list[str]
+    suggest: list[str] = field(default_factory=list)  # regimens offered as orders
+    continue_drug: str | None = None  # a drug already active, offered only as "continue"
+
+
+@dataclass
+class Order:
+    loinc: str
+    display: str
+    reason: str
+
+
+@dataclass
+class Advice:
+    interp: Interpretation
+    findings: list[Finding]
+    treatment: TreatmentPlan | None
+    management: list[Management]
+    orders: list[Order]
+    monitoring_notes: list[str]
+    supportive: list[str]
+
+
+def _lab_age_note(lab: Lab, facts: Facts, k: Knowledge) -> str:
+    months = months_between(lab.date, facts.as_of)
+    old = f", {int(months)} months old" if months > float(k.threshold("lab_max_age_months")) else ""
+    conv = f" (recorded {lab.original})" if lab.original.replace(" ", "") != f"{lab.value:g}{lab.unit}".replace(" ", "") else ""
+    unit = k.analyte(lab.analyte).get("display_unit", lab.unit)
+    return f"{lab.label} {lab.value:g} {unit}{conv} on {lab.date.isoformat()}{old} ({lab.resource})"
+
+
+class Evaluator:
+    """Evaluates the `when` predicates of treatment.yaml against the facts, collecting evidence."""
+
+    def __init__(self, facts: Facts, k: Knowledge):
+        self.f = facts
+        self.k = k
+
+    def lab(self, analyte: str) -> Lab | None:
+        if analyte == "calcium":
+            return self.calcium()
+        return self.f.latest_lab(analyte)
+
+    def calcium(self) -> Lab | None:
+        """Albumin-corrected calcium when it can be had (recorded or computed), else total calcium."""
+        total = self.f.latest_lab("calcium")
+        corrected = self.f.latest_lab("calcium_corrected")
+        if corrected and (total is None or corrected.date >= total.date):
+            return corrected
+        albumin = self.f.latest_lab("albumin")
+        pairing = int(self.k.number("corrected_calcium_pairing_days"))
+        if total and albumin and abs((albumin.date - total.date).days) <= pairing:
+            ref, factor = float(self.k.number("albumin_reference")), float(self.k.number("albumin_factor"))
+            value = round(total.value + factor * (ref - albumin.value), 2)
+            return Lab("calcium", "calcium, albumin-corrected (computed)", value, total.unit,
+                       f"{total.original}; albumin {albumin.original}", total.date,
+                       f"{total.resource}, {albumin.resource}", total.low, total.high, None)
+        return total
+
+    def range_of(self, lab: Lab) -> tuple[float | None, float | None]:
+        default = self.k.analyte(lab.analyte).get("default_range") or {}
+        low = lab.low if lab.low is not None else default.get("low")
+        high = lab.high if lab.high is not None else default.get("high")
+        return low, high
+
+    def below_range(self, lab: Lab) -> bool:
+        if lab.interpretation in ("L", "LL", "LU"):
+            return True
+        if lab.interpretation in ("N", "H", "HH", "HU"):
+            return False
+        low, _ = self.range_of(lab)
+        return low is not None and lab.value < low
+
+    def above_range(self, lab: Lab) -> bool:
+        if lab.interpretation in ("H", "HH", "HU"):
+            return True
+        if lab.interpretation in ("N", "L", "LL", "LU"):
+            return False
+        _, high = self.range_of(lab)
+        return high is not None and lab.value > high
+
+    def check(self, when: dict[str, Any]) -> tuple[bool, list[str]]:
+        kind = next(key for key in when if key != "number")
+        value = when[kind]
+        if kind in ("any", "all"):
+            results = [self.check(sub) for sub in value]
+            evidence = [e for ok, ev in results if ok for e in ev]
+            ok = any(r[0] for r in results) if kind == "any" else all(r[0] for r in results)
+            if kind == "all" and ok:
+                evidence = [e for _, ev in results for e in ev]
+            return ok, evidence if ok else []
+        if kind.startswith("lab_"):
+            lab = self.lab(value)
+            if lab is None:
+                return False, []
+            if kind == "lab_below":
+                ok = lab.value < float(self.k.number(when["number"]))
+            elif kind == "lab_above":
+                ok = lab.value > float(self.k.number(when["number"]))
+            elif kind == "lab_below_range":
+                ok = self.below_range(lab)
+            else:
+                ok = self.above_range(lab)
+            if ok and kind.endswith("_range"):
+                low, high = self.range_of(lab)
+                return True, [f"{_lab_age_note(lab, self.f, self.k)}; reference range {low:g}-{high:g} {lab.unit}"
+                              if low is not None and high is not None else _lab_age_note(lab, self.f, self.k)]
+            return ok, [_lab_age_note(lab, self.f, self.k)] if ok else []
+        if kind == "condition":
+            found = [c for c in self.f.conditions_of(value) if c.active]
+            return bool(found), [f"{c.display} ({c.code}, {c.resource})" for c in found]
+        if kind == "recent_condition":
+            months = float(self.k.number(when["number"]))
+            found = [c for concept in value for c in self.f.conditions_of(concept)
+                     if c.onset and c.onset <= self.f.as_of and months_between(c.onset, self.f.as_of) <= months]
+            return bool(found), [f"{c.display} ({c.code}) on {c.onset.isoformat()} ({c.resource})" for c in found]
+        if kind == "sex":
+            ok = self.f.patient.sex == value
+            return ok, [f"sex recorded as {self.f.patient.sex}"] if ok else []
+        if kind == "pth_high_with_calcium_high_normal":
+            pth, ca = self.f.latest_lab("pth"), self.calcium()
+            if pth is None or ca is None:
+                return False, []
+            ok = self.above_range(pth) and ca.value >= float(self.k.number("calcium_high_normal"))
+            return ok, [_lab_age_note(pth, self.f, self.k), _lab_age_note(ca, self.f, self.k)] if ok else []
+        raise ValueError(f"unknown predicate {kind}")
+
+
+def findings(facts: Facts, k: Knowledge) -> list[Finding]:
+    ev = Evaluator(facts, k)
+    out: list[Finding] = []
+    for c in k.treatment["contraindications"]:
+        ok, evidence = ev.check(c["when"])
+        if not ok and c.get("also_condition"):
+            found = [x for x in facts.conditions_of(c["also_condition"]) if x.active]
+            ok, evidence = bool(found), [f"{x.display} ({x.code}, {x.resource})" for x in found]
+        if ok:
+            out.append(Finding(c["id"], c["message"], c["action"], c["source"], evidence,
+                               list(c.get("blocks", [])), list(c.get("warns", []))))
+    for c in k.treatment["secondary_causes"]:
+        ok, evidence = ev.check(c["when"])
+        if ok:
+            out.append(Finding(c["id"], c["title"], c["action"], c["source"], evidence,
+                               suggest=c.get("suggest"), kind="secondary_cause"))
+    return out
+
+
+def _missing_labs(facts: Facts, k: Knowledge) -> list[dict[str, Any]]:
+    max_months = float(k.threshold("lab_max_age_months"))
+    missing = []
+    for lab in k.treatment["labs_for_workup"]:
+        analytes = lab["analyte"] if isinstance(lab["analyte"], list) else [lab["analyte"]]
+        recent = [x for a in analytes for x in facts.labs.get(a, [])
+                  if x.date <= facts.as_of and months_between(x.date, facts.as_of) <= max_months]
+        if not recent:
+            missing.append(lab)
+    return missing
+
+
+def plan_treatment(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding]) -> TreatmentPlan | None:
+    if interp.treated or not interp.treatment_indicated:
+        return None
+    level = "very_high" if interp.risk == "very_high" else "high"
+    opt = k.treatment["options"][level]
+    blocked: dict[str, list[Finding]] = {}
+    warned: dict[str, list[Finding]] = {}
+    for f in found:
+        for d in f.blocks:
+            blocked.setdefault(d, []).append(f)
+        for d in f.warns:
+            warned.setdefault(d, []).append(f)
+    candidates = list(opt["first"])
+    when_blocked = opt.get("alternatives_when_blocked")
+    if not when_blocked or any(d in blocked for d in when_blocked):
+        candidates += opt["alternatives"]
+    offered = [d for d in candidates if d not in blocked]
+    not_offered = {d: blocked[d] for d in candidates if d in blocked}
+    recommended = next((d for d in offered if d in opt["first"]), offered[0] if offered else None)
+    labs_to_check = [lab["display"] for lab in _missing_labs(facts, k)
+                     if lab["analyte"] in ("calcium", "vitamin_d") or isinstance(lab["analyte"], list)]
+    return TreatmentPlan(level, offered, recommended, not_offered, {d: warned[d] for d in offered if d in warned},
+                         opt["note"], list(opt["guidelines"]), labs_to_check)
+
+
+def _dates(meds: list[MedicationFact]) -> list[date]:
+    out = []
+    for m in meds:
+        if m.last_dose:
+            out.append(m.last_dose)
+    return out
+
+
+def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding]) -> list[Management]:
+    out: list[Management] = []
+    by_drug: dict[str, list[MedicationFact]] = {}
+    for m in facts.medications:
+        if m.drug_class in k.therapy_classes:
+            by_drug.setdefault(m.drug, []).append(m)
+    blocked = {d for f in found for d in f.blocks}
+    active_drugs = {m.drug for m in interp.active_therapies}
+    n = k.number
+
+    # denosumab: dose timing, and never stopping without a follow-on bisphosphonate
+    dmab = by_drug.get("denosumab", [])
+    if dmab:
+        last = max(_dates(dmab), default=None)
+        active = any(m.status == "active" for m in dmab)
+        bisphos_after = [m for m in facts.medications if m.drug_class in ("oral_bisphosphonate", "iv_bisphosphonate")
+                         and m.start and last and m.start >= last]
+        interval, overdue = float(n("denosumab_interval_months")), float(n("denosumab_overdue_months"))
+        follow_on = [d for d in ("zoledronic_acid", "alendronate") if d not in blocked]
+        if last is None and active:
+            out.append(Management(
+                "denosumab-unknown-last-dose", "warning",
+                "On denosumab, but the date of the last dose is not recorded: confirm it (due every 6 months)",
+                ["Denosumab must be given every 6 months; a dose more than 7 months late risks rebound vertebral "
+                 "fractures. Do not stop it without a follow-on bisphosphonate."],
+                ["ES-2019", "LABELS"], continue_drug="denosumab"))
+        elif last is not None and not bisphos_after:
+            months = months_between(last, facts.as_of)
+            due = last + timedelta(days=int(interval * 30.4375))
+            line = f"Last denosumab dose {last.isoformat()} ({months:.1f} months ago); next dose due {due.isoformat()}."
+            if months > overdue:
+                out.append(Management(
+                    "denosumab-overdue", "critical",
+                    f"Denosumab dose overdue: last dose {months:.1f} months ago; give it now or start a bisphosphonate",
+                    [line, f"More than {overdue:g} months since the last dose: bone loss rebounds and multiple vertebral "
+                     "fractures can follow. Give the dose now. If denosumab is to end, start a bisphosphonate "
+                     "(zoledronic acid or alendronate) now; do not simply stop."],
+                    ["ES-2019", "LABELS"], suggest=follow_on, continue_drug="denosumab"))
+            elif active:
+                out.append(Management(
+                    "denosumab-due", "info", f"On denosumab: next dose due {due.isoformat()}; do not stop without a bisphosphonate",
+                    [line, "Do not stop or delay denosumab without a follow-on bisphosphonate (rebound vertebral fractures)."],
+                    ["ES-2019", "LABELS"], continue_drug="denosumab"))
+            else:
+                out.append(Management(
+                    "denosumab-stopping", "warning",
+                    "Denosumab course ended with no follow-on bisphosphonate: start one before the rebound",
+                    [line, "Denosumab is no longer active and no bisphosphonate has been started since the last dose; "
+                     "start zoledronic acid or alendronate around the time the next dose would have been due."],
+                    ["ES-2019", "LABELS"], suggest=follow_on))
+
+    # bisphosphonate duration: drug holiday or continue (ES-2019)
+    low = interp.lowest_t
+    fracture_on = [r for r in interp.risk_reasons if r.startswith("fracture while on")]
+    for drug_class, years_key in (("oral_bisphosphonate", "oral_bisphosphonate_holiday_years"),
+                                  ("iv_bisphosphonate", "iv_bisphosphonate_holiday_years")):
+        meds = [m for m in facts.medications if m.drug_class == drug_class and m.start]
+        if not meds or not any(m.drug in active_drugs for m in meds):
+            continue
+        start = min(m.start for m in meds)  # type: ignore[type-var]
+        years = (facts.as_of - start).days / 365.25
+        limit = float(n(years_key))
+        if years < limit:
+            continue
+        names = ", ".join(sorted({m.label for m in meds}))
+        head = f"{names} for {years:.1f} years (since {start.isoformat()})"
+        t_cut = float(k.threshold("t_score_osteoporosis_max"))
+        if low is not None and low.value > t_cut and not fracture_on and interp.risk != "very_high":
+            out.append(Management(
+                "drug-holiday", "info",
+                f"Consider a bisphosphonate drug holiday: {names} ≥ {limit:g} years, T-score {fmt(low.value)}, no fracture on therapy",
+                [head + ".", f"Lowest current T-score {fmt(low.value)} at the {low.site_label} ({low.date.isoformat()}) "
+                 f"is above {fmt(t_cut)} and no fracture on therapy is recorded: consider a drug holiday and reassess "
+                 f"fracture risk and bone density in {n('holiday_reassess')}."],
+                ["ES-2019"]))
+        else:
+            why = []
+            if low is not None and low.value <= t_cut:
+                why.append(f"T-score {fmt(low.value)} is still at or below {fmt(t_cut)}")
+            if fracture_on:
+                why += fracture_on
+            if interp.risk == "very_high" and not why:
+                why.append("fracture risk is very high")
+            if low is None and not why:
+                why.append("no current T-score to judge by")
+            out.append(Management(
+                "continue-bisphosphonate", "info",
+                f"Continue {names}: {'; '.join(why)}"[:139],
+                [head + ".", "A drug holiday is not advised: " + "; ".join(why) + " (ES-2019)."],
+                ["ES-2019"], continue_drug=meds[0].drug))
+
+    # anabolic courses complete: transition to an antiresorptive
+    antiresorptives = [d for d in ("zoledronic_acid", "denosumab", "alendronate") if d not in blocked]
+    pth = [m for m in facts.medications if m.drug_class == "anabolic_pth" and m.start]
+    if pth and any(m.drug in active_drugs for m in pth):
+        start = min(m.start for m in pth)  # type: ignore[type-var]
+        months = months_between(start, facts.as_of)
+        if months >= float(n("pth_analog_max_months")):
+            out.append(Management(
+                "anabolic-complete", "warning",
+                f"Teriparatide/abaloparatide for {months:.0f} months: course complete, transition to an antiresorptive",
+                [f"Started {start.isoformat()}; the lifetime limit is {n('pth_analog_max_months')} months cumulative. "
+                 "Follow with an antiresorptive without a gap to keep the gain."],
+                ["AACE-2020", "LABELS"], suggest=antiresorptives))
+    romo = by_drug.get("romosozumab", [])
+    if romo and any(m.status == "active" for m in romo):
+        doses = len([m for m in romo if m.last_dose])
+        start = min((m.start for m in romo if m.start), default=None)
+        months = months_between(start, facts.as_of) if start else 0
+        limit = int(n("romosozumab_max_doses"))
+        if doses >= limit or months >= limit:
+            out.append(Management(
+                "anabolic-complete", "warning",
+                "Romosozumab course complete (12 monthly doses): transition to an antiresorptive",
+                [f"{doses} doses recorded{', started ' + start.isoformat() if start else ''}; romosozumab is given for "
+                 f"{limit} doses, then an antiresorptive."],
+                ["AACE-2020", "LABELS"], suggest=antiresorptives))
+
+    # fracture on therapy: treatment failure
+    if fracture_on:
+        anabolic = [d for d in ("teriparatide", "abaloparatide", "romosozumab")
+                    if d not in blocked and d not in active_drugs]
+        out.append(Management(
+            "fracture-on-therapy", "warning",
+            "Fracture on osteoporosis therapy: possible treatment failure; review and consider anabolic therapy",
+            fracture_on + ["Check adherence and administration, look for secondary causes (labs), and consider "
+                           "anabolic therapy."],
+            ["AACE-2020", "ES-2019"], suggest=anabolic))
+    return out
+
+
+def monitoring(interp: Interpretation, facts: Facts, k: Knowledge, plan: TreatmentPlan | None) -> tuple[list[Order], list[str]]:
+    orders: list[Order] = []
+    notes: list[str] = []
+    if interp.diagnosis not in ("osteoporosis", "low_bone_mass", "below_expected_range"):
+        return orders, notes
+    for lab in _missing_labs(facts, k):
+        orders.append(Order(lab["loinc"], lab["display"],
+                            f"no result in the last {k.threshold('lab_max_age_months')} months (secondary causes work-up)"))
+    low = interp.lowest_t
+    n = k.number
+    if interp.method == "t_score" and low is not None and interp.age_at_exam is not None:
+        t_op, t_norm = float(k.threshold("t_score_osteoporosis_max")), float(k.threshold("t_score_normal_min"))
+        vfa_age = int(n("vfa_age_men")) if facts.patient.sex == "male" else int(n("vfa_age_women"))
+        reason = None
+        if low.value <= t_op:
+            reason = f"T-score {fmt(low.value)} ≤ {fmt(t_op)}"
+        elif low.value < t_norm and interp.age_at_exam >= vfa_age:
+            reason = f"T-score {fmt(low.value)} < {fmt(t_norm)} at age {interp.age_at_exam} (≥ {vfa_age})"
+        elif low.value < t_norm and (interp.glucocorticoids or any(
+                m.drug_class == "glucocorticoid" and m.status == "active" for m in facts.medications)):
+            reason = f"T-score {fmt(low.value)} < {fmt(t_norm)} with glucocorticoid use"
+        if reason:
+            vfa = k.treatment["vfa"]
+            orders.append(Order(vfa["loinc"], vfa["display"], reason))
+    exam = interp.exam
+    if interp.active_therapies and exam:
+        latest_start = max((m.start for m in interp.active_therapies if m.start), default=None)
+        after, within = float(n("repeat_dxa_after_months")), float(n("repeat_dxa_within_months"))
+        since_exam = months_between(exam.date, facts.as_of)
+        reason = None
+        if latest_start and exam.date < latest_start and months_between(latest_start, facts.as_of) >= after:
+            reason = f"no DXA since therapy started or changed on {latest_start.isoformat()}"
+        elif since_exam >= within:
+            reason = f"last DXA {exam.date.isoformat()} is {since_exam:.0f} months old, on therapy"
+        if reason:
+            dxa = k.treatment["repeat_dxa"]
+            orders.append(Order(dxa["loinc"], dxa["display"], reason))
+    if plan and plan.offered:
+        notes.append("Repeat DXA 1-2 years after starting therapy (LOINC 38268-9).")
+    return orders, notes
+
+
+def supportive(interp: Interpretation, facts: Facts, k: Knowledge, plan: TreatmentPlan | None) -> list[str]:
+    if interp.diagnosis not in ("osteoporosis", "low_bone_mass", "below_expected_range"):
+        return []
+    s = k.treatment["supportive"]
+    lines = [s["calcium"], s["vitamin_d"], s["exercise"], s["falls"]]
+    oral_offered = plan is not None and any(k.treatment["regimens"][d]["kind"] == "oral_bisphosphonate" for d in plan.offered)
+    oral_active = any(m.drug_class == "oral_bisphosphonate" for m in interp.active_therapies)
+    if oral_offered or oral_active:
+        lines.append(s["oral_bisphosphonate"])
+    return lines
+
+
+def advise(interp: Interpretation, facts: Facts, k: Knowledge) -> Advice:
+    found = findings(facts, k)
+    plan = plan_treatment(interp, facts, k, found)
+    orders, notes = monitoring(interp, facts, k, plan)
+    return Advice(interp, found, plan, manage(interp, facts, k, found), orders, notes,
+                  supportive(interp, facts, k, plan))
