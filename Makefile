@@ -44,3 +44,6 @@ samples: install
 
 clean:
 	rm -rf $(VENV) $(FHIR_VENV) .pytest_cache
+
+bench: install
+	$(BIN)/python benchmarks/bench_typical_chart.py
