@@ -138,6 +138,9 @@ class Engine:
         patient = patients[0]
         ctx_patient = (body.get("context") or {}).get("patientId")
         if ctx_patient and patient.get("id") and patient.get("id") != ctx_patient:
+            if patient_key.origin == "fetched":
+                raise HookError(412, f"the fhirServer returned Patient/{patient.get('id')} for "
+                                     f"context.patientId {ctx_patient}", [f"prefetch.{service.patient_key}"])
             raise HookError(400, f"prefetch.{service.patient_key} is Patient/{patient.get('id')}, "
                                  f"but context.patientId is {ctx_patient}", [f"prefetch.{service.patient_key}"])
         others = [r for r in gathered.resources() if r is not patient]

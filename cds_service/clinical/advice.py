@@ -388,9 +388,7 @@ def monitoring(interp: Interpretation, facts: Facts, k: Knowledge, plan: Treatme
             reason = f"T-score {fmt(low.value)} ≤ {fmt(t_op)}"
         elif low.value < t_norm and interp.age_at_exam >= vfa_age:
             reason = f"T-score {fmt(low.value)} < {fmt(t_norm)} at age {interp.age_at_exam} (≥ {vfa_age})"
-        elif low.value < t_norm and (interp.glucocorticoids or any(
-                c.active for c in facts.conditions_of("long_term_glucocorticoids")) or any(
-                m.drug_class == "glucocorticoid" and m.status == "active" for m in facts.medications)):
+        elif low.value < t_norm and interp.glucocorticoids:  # long-term use, as for the risk rule
             reason = f"T-score {fmt(low.value)} < {fmt(t_norm)} with glucocorticoid use"
         if reason:
             vfa = k.treatment["vfa"]

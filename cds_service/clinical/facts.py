@@ -7,6 +7,7 @@ with the reason, and the cards say so.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -179,7 +180,11 @@ def _number(quantity: Any) -> float | None:
     v = quantity.get("value")
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    return float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) and abs(f) < 1e9 else None
 
 
 def _unit(quantity: dict[str, Any]) -> str:
@@ -211,12 +216,16 @@ class FactBuilder:
                 if (rtype, rid) in seen:  # the same resource reached through two prefetch keys
                     continue
                 seen.add((rtype, rid))
-            if rtype == "Observation":
-                self._observation(r, facts)
-            elif rtype == "Condition":
-                self._condition(r, facts)
-            elif rtype in ("MedicationRequest", "MedicationStatement"):
-                self._medication(r, facts)
+            try:
+                if rtype == "Observation":
+                    self._observation(r, facts)
+                elif rtype == "Condition":
+                    self._condition(r, facts)
+                elif rtype in ("MedicationRequest", "MedicationStatement"):
+                    self._medication(r, facts)
+            except (AttributeError, TypeError, ValueError, KeyError, OverflowError):
+                # a relevant resource whose elements are not shaped as FHIR R4: said, never dropped silently
+                facts.ignored.append(Ignored(_ref(r), "malformed: an element does not have its FHIR R4 type"))
         for values in facts.labs.values():
             values.sort(key=lambda lab: lab.date)
         facts.scores.sort(key=lambda s: (s.date, s.kind, s.site))
@@ -267,7 +276,11 @@ class FactBuilder:
         if dxa:
             self._score(obs, dxa, obs.get("valueQuantity"), when, ref, facts, obs.get("code"))
         if panel:
-            for i, comp in enumerate(obs.get("component") or []):
+            components = obs.get("component")
+            if not isinstance(components, list):
+                facts.ignored.append(Ignored(ref, "DXA panel without a component list"))
+                components = []
+            for i, comp in enumerate(components):
                 if not isinstance(comp, dict):
                     continue
                 ccode = next((c for c in self._loinc_codes(comp.get("code")) if c in self.k.dxa_by_code), None)
@@ -392,7 +405,8 @@ class FactBuilder:
         if verification in ("entered-in-error", "refuted"):
             facts.ignored.append(Ignored(ref, f"condition verification status is {verification}"))
             return
-        onset = parse_date(cond.get("onsetDateTime")) or parse_date((cond.get("onsetPeriod") or {}).get("start")) \
+        period = cond.get("onsetPeriod") if isinstance(cond.get("onsetPeriod"), dict) else {}
+        onset = parse_date(cond.get("onsetDateTime")) or parse_date(period.get("start")) \
             or parse_date(cond.get("recordedDate"))
         confirmed = verification in (None, "confirmed")
         active = clinical in (None, "active", "recurrence", "relapse") and confirmed
@@ -423,7 +437,9 @@ class FactBuilder:
             start = parse_date(med.get("authoredOn"))
             bounds = None
             for di in med.get("dosageInstruction") or []:
-                rep = ((di or {}).get("timing") or {}).get("repeat") or {}
+                timing = di.get("timing") if isinstance(di, dict) else None
+                rep = timing.get("repeat") if isinstance(timing, dict) else None
+                rep = rep if isinstance(rep, dict) else {}
                 if isinstance(rep.get("boundsPeriod"), dict):
                     bounds = rep["boundsPeriod"]
                     break

@@ -151,6 +151,7 @@ def interpret(facts: Facts, k: Knowledge) -> Interpretation:
     use_t, group = _uses_t_score(facts, k, age, sex)
     interp.group = group
     interp.method = "t_score" if use_t else "z_score"
+    interp.glucocorticoids = _glucocorticoid_use(facts, k)
     if not use_t:
         _interpret_z(interp, exam, fractures, k)
         return interp
@@ -230,7 +231,6 @@ def _risk_osteoporosis(interp: Interpretation, facts: Facts, k: Knowledge, lowes
     distinct = {(f.fracture_site, f.onset) for f in fractures}  # one fracture coded twice (ICD + SNOMED) is one
     if len(distinct) >= int(k.threshold("multiple_fractures_min")):
         interp.risk_reasons.append(f"multiple fractures ({len(distinct)} recorded)")
-    interp.glucocorticoids = _glucocorticoid_use(facts, k)
     if interp.glucocorticoids:
         interp.risk_reasons.append("long-term glucocorticoids: " + "; ".join(interp.glucocorticoids))
     interp.risk = "very_high" if interp.risk_reasons else "high"

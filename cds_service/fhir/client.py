@@ -154,7 +154,8 @@ class FhirClient:
         return body
 
     def search(self, relative: str, deadline: float) -> tuple[list[dict[str, Any]], int, list[str]]:
-        return self.follow(self.get_json(self.url_for(relative), deadline), deadline, "response")
+        url = self.url_for(relative)
+        return self.follow(self.get_json(url, deadline), deadline, "response", first_url=url)
 
     def follow(self, bundle: dict[str, Any], deadline: float, where: str,
                first_url: str | None = None) -> tuple[list[dict[str, Any]], int, list[str]]:
