@@ -187,9 +187,13 @@ def supportive_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any
         return None
     lines = ["**Supportive care for bone health**", ""] + [f"- {x}" for x in advice.supportive]
     lines += ["", "These go with, not instead of, drug treatment when it is indicated."]
+    lines += ["", "**Based on**", ""] + _basis(advice)
+    vit_d = facts.latest_lab("vitamin_d")
+    if vit_d:
+        lines.append(f"- {vit_d.label} {vit_d.value:g} {vit_d.unit} on {vit_d.date.isoformat()} ({vit_d.resource})")
     return card(k, topic="supportive-care", indicator="info",
                 summary="Calcium 1,000-1,200 mg/day, vitamin D 800-1,000 IU/day, exercise and fall prevention",
-                detail="\n".join(lines), guidelines=["BHOF-2022"])
+                detail="\n".join(lines) + data_notes(facts), guidelines=["BHOF-2022"])
 
 
 def advice_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, Any]]:

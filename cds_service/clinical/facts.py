@@ -410,6 +410,10 @@ class FactBuilder:
             or parse_date(cond.get("recordedDate"))
         confirmed = verification in (None, "confirmed")
         active = clinical in (None, "active", "recurrence", "relapse") and confirmed
+        if not confirmed and not self.k.concept(concept).get("counts_unconfirmed"):
+            facts.ignored.append(Ignored(ref, f"{self.k.concept(concept)['label']}: verification status "
+                                              f"{verification}, only confirmed conditions count"))
+            return
         if not active and not self.k.counts_by_onset(concept):
             return  # resolved or unconfirmed conditions do not count (rules §1)
         if self.k.counts_by_onset(concept) and onset is None:

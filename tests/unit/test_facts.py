@@ -524,3 +524,11 @@ def test_osteoporosis_strengths_are_still_therapy(build):
 def test_score_unit_written_without_braces_is_accepted(build):
     facts = build(obs("38267-1", -2.1, "T-score"))
     assert [s.value for s in facts.scores] == [-2.1]
+
+
+@pytest.mark.parametrize("verification", ["provisional", "differential", "unconfirmed"])
+def test_unconfirmed_fracture_does_not_count_but_unconfirmed_mi_does(build, verification):
+    facts = build(condition("M80.08XA", verification=verification, rid="frac"),
+                  condition("I21.4", verification=verification, rid="mi"))
+    assert [c.concept for c in facts.conditions] == ["myocardial_infarction"]
+    assert any(i.resource == "Condition/frac" and verification in i.reason for i in facts.ignored)
