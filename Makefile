@@ -11,7 +11,7 @@ PORT ?= 8080
 WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast fhir-server samples bench clean
+.PHONY: install run run-sandbox test test-fast fhir-server samples bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,15 @@ $(FHIR_VENV)/.installed-$(SEKMET_VERSION):
 
 fhir-server: $(FHIR_VENV)/.installed-$(SEKMET_VERSION)
 
+# development: authentication off (a warning is logged at start), any fhirServer, any browser origin.
+# Production runs `cds-service serve` with the settings in the README (authentication on by default).
+DEV_ENV := CDS_AUTH_DISABLED=true CDS_FHIR_SERVER_ALLOWLIST='*' CDS_ALLOW_HTTP_FHIR=true CDS_CORS_ORIGINS='*'
 run: install
+	$(DEV_ENV) $(BIN)/cds-service serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+# for the CDS Hooks sandbox in a browser: authentication on, trusting the sandbox's (public) key
+run-sandbox: install
+	CDS_SANDBOX_ISSUER=true CDS_FHIR_SERVER_ALLOWLIST='*' CDS_CORS_ORIGINS=https://sandbox.cds-hooks.org \
 	$(BIN)/cds-service serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: install fhir-server

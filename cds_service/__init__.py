@@ -23,10 +23,54 @@ def create_app(config: Mapping[str, Any] | None = None):
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["CDS_SETTINGS"] = settings
-    app.extensions["cds_engine"] = Engine(settings)
+    engine = Engine(settings)
+    app.extensions["cds_engine"] = engine
+    log = logging.getLogger("cds_service")
+    if settings.auth_disabled:
+        log.warning("AUTHENTICATION IS OFF (CDS_AUTH_DISABLED=true): any caller gets this service's cards; "
+                    "for development only")
+    else:
+        app.extensions["cds_auth"] = _authenticator(settings, engine)
+    if "*" in settings.fhir_allowlist:
+        log.warning("CDS_FHIR_SERVER_ALLOWLIST=*: any fhirServer is called with the access token; development only")
+    if settings.allow_http_fhir:
+        log.warning("CDS_ALLOW_HTTP_FHIR=true: access tokens may travel over plain http; development only")
+    if settings.sandbox_issuer:
+        log.warning("CDS_SANDBOX_ISSUER=true: tokens signed with the CDS Hooks sandbox's public private key are "
+                    "trusted; development only")
     origins = settings.cors_origin_list
     CORS(app, origins="*" if origins == ["*"] else origins, methods=["GET", "POST", "OPTIONS"],
          allow_headers=["Authorization", "Content-Type"], max_age=600)
     register_errors(app)
     app.register_blueprint(bp)
+
+    @app.after_request
+    def _security_headers(resp):
+        h = resp.headers
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("Cache-Control", "no-store")
+        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        if settings.public_base_url.startswith("https://"):
+            h.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return resp
+
     return app
+
+
+def _authenticator(settings, engine):
+    from .auth import Authenticator, JwksCache, MemoryReplayCache, RedisReplayCache, load_trust
+
+    trust = load_trust(settings.trusted_issuers_file or None, settings.sandbox_issuer)
+    if not trust.issuers:
+        logging.getLogger("cds_service").warning(
+            "authentication is on but no issuer is trusted (set CDS_TRUSTED_ISSUERS_FILE or CDS_SANDBOX_ISSUER): "
+            "every call will be refused with 401")
+    engine.trust = trust
+    replay = RedisReplayCache(settings.redis_url) if settings.redis_url else MemoryReplayCache()
+    jwks = JwksCache(settings.jwks_cache_seconds, settings.jku_timeout)
+    if settings.jku_ca_bundle:
+        jwks.session.verify = settings.jku_ca_bundle
+    return Authenticator(trust, settings.jwt_algorithm_list, settings.jwt_clock_skew, settings.jwt_max_age,
+                         replay, jwks)

@@ -35,6 +35,21 @@ class Settings:
     hook_deadline: float = 10.0
     knowledge_dir: str = ""
     log_level: str = "INFO"
+    # client authentication (CDS Hooks JWT): on unless explicitly turned off
+    auth_disabled: bool = False
+    trusted_issuers_file: str = ""
+    sandbox_issuer: bool = False  # trust the public CDS Hooks sandbox key: development only
+    public_base_url: str = ""  # the external base URL the EHR calls; "aud" must be it plus the path
+    jwt_algorithms: str = "ES384,RS384"
+    jwt_clock_skew: int = 30
+    jwt_max_age: int = 300
+    jwks_cache_seconds: int = 3600
+    jku_timeout: float = 3.0
+    jku_ca_bundle: str = ""  # a CA bundle for jku URLs served under a private CA
+    redis_url: str = ""  # shared jti replay cache for several workers or replicas
+    # outbound FHIR: which fhirServer URLs may be called with the access token
+    fhir_server_allowlist: str = ""
+    allow_http_fhir: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> "Settings":
@@ -59,9 +74,20 @@ class Settings:
                      "fetch_workers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"CDS_{name.upper()} must be positive")
-        for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline"):
+        if self.jwt_clock_skew < 0 or self.jwt_clock_skew > 300:
+            raise ConfigError("CDS_JWT_CLOCK_SKEW must be between 0 and 300 seconds")
+        for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "jku_timeout", "jwt_max_age",
+                     "jwks_cache_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"CDS_{name.upper()} must be positive")
+
+    @property
+    def fhir_allowlist(self) -> list[str]:
+        return [u.strip() for u in self.fhir_server_allowlist.split(",") if u.strip()]
+
+    @property
+    def jwt_algorithm_list(self) -> list[str]:
+        return [a.strip() for a in self.jwt_algorithms.split(",") if a.strip()]
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -20,6 +20,7 @@ from .clinical.facts import FactBuilder, now_date
 from .config import Settings
 from .fhir.client import BadData, FhirClient, Limits, new_session
 from .fhir.prefetch import Gathered, MissingData, gather
+from .fhir.trust import untrusted_reason
 from .knowledge import Knowledge, load_knowledge
 from .services import CdsService, registry
 
@@ -92,6 +93,13 @@ class Engine:
                 self._executor = ThreadPoolExecutor(self.settings.fetch_workers, thread_name_prefix="fhir-fetch")
             return self._executor
 
+    trust = None  # set by create_app when authentication is on
+
+    def trusted_issuer_servers(self, iss: str | None) -> list[str]:
+        if self.trust is None or iss is None or iss not in self.trust.issuers:
+            return []
+        return list(self.trust.issuers[iss].fhir_servers)
+
     def discovery(self) -> dict[str, Any]:
         return {"services": [s.discovery() for s in self.services.values()]}
 
@@ -108,21 +116,31 @@ class Engine:
             msg = "; ".join(f"{where}: {m}" for where, m in errors[:5])
             raise HookError(400, f"invalid request: {msg}", [w for w, _ in errors[:5]])
 
-    def call(self, service_id: str, body: Any, as_of: date | None = None) -> HookResult:
+    def call(self, service_id: str, body: Any, as_of: date | None = None,
+             issuer_fhir_servers: list[str] | None = None) -> HookResult:
+        """``issuer_fhir_servers``: the FHIR servers the authenticated issuer is trusted for."""
         service = self.services[service_id]
         t0 = time.monotonic()
         self.validate(service, body)
         deadline = t0 + self.settings.hook_deadline
         client = None
+        untrusted = None
         if body.get("fhirServer"):
-            token = (body.get("fhirAuthorization") or {}).get("access_token")
-            client = FhirClient(body["fhirServer"], token, self.session, self.limits)
+            untrusted = untrusted_reason(body["fhirServer"], self.settings.fhir_allowlist, issuer_fhir_servers or [],
+                                         self.settings.allow_http_fhir)
+            if untrusted is None:
+                token = (body.get("fhirAuthorization") or {}).get("access_token")
+                client = FhirClient(body["fhirServer"], token, self.session, self.limits)
         try:
             gathered = gather(service.prefetch, body, client, self.executor, deadline, service.expected_types)
         except BadData as exc:
             raise HookError(400, f"invalid prefetch: {exc.where}: {exc.message}", [exc.where]) from None
         except MissingData as exc:
-            raise HookError(412, str(exc), [f"prefetch.{k}" for k in exc.keys]) from None
+            where = [f"prefetch.{k}" for k in exc.keys]
+            if untrusted:
+                raise HookError(412, f"{untrusted}: it was not called, and data is missing: "
+                                     + ", ".join(exc.keys), ["fhirServer"] + where) from None
+            raise HookError(412, str(exc), where) from None
         t1 = time.monotonic()
         failed = gathered.failed()
         blocking = [k for k in service.required_keys if k in failed]

@@ -18,6 +18,15 @@ from fhir_samples import scenarios
 SERVICE_URL = f"/cds-services/{SERVICE_ID}"
 
 
+@pytest.fixture(autouse=True)
+def _development_settings(monkeypatch):
+    """Most tests are about CDS behaviour, not security: they run with authentication off and any
+    http fhirServer allowed. The security tests turn these back on through create_app(config)."""
+    monkeypatch.setenv("CDS_AUTH_DISABLED", "true")
+    monkeypatch.setenv("CDS_FHIR_SERVER_ALLOWLIST", "*")
+    monkeypatch.setenv("CDS_ALLOW_HTTP_FHIR", "true")
+
+
 @pytest.fixture(scope="session")
 def knowledge() -> Knowledge:
     return load_knowledge()

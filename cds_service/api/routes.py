@@ -6,8 +6,9 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
+from ..auth import AuthError, Authenticator
 from ..engine import Engine, HookError
 from .errors import ApiError
 
@@ -47,6 +48,33 @@ def read_json_body() -> Any:
         raise ApiError(400, msg, where) from None
 
 
+OPEN_ENDPOINTS = {"cds.healthz"}
+
+
+def audience() -> str:
+    """The URL the client called, as the client saw it: CDS_PUBLIC_BASE_URL when the service sits
+    behind a proxy, else this request's own URL."""
+    base = current_app.config["CDS_SETTINGS"].public_base_url.rstrip("/")
+    return (base or request.host_url.rstrip("/")) + request.path
+
+
+@bp.before_request
+def authenticate() -> Response | None:
+    g.auth_claims = None
+    if request.method == "OPTIONS" or request.endpoint in OPEN_ENDPOINTS:
+        return None  # CORS preflight and liveness need no token
+    auth: Authenticator | None = current_app.extensions.get("cds_auth")
+    if auth is None:
+        return None  # turned off explicitly (CDS_AUTH_DISABLED); warned at start
+    try:
+        g.auth_claims = auth.verify(request.headers.get("Authorization"), audience())
+    except AuthError as exc:
+        log.warning("auth failed reason=%r iss=%s jti=%s path=%s", exc.reason, _safe(exc.iss, 120), _safe(exc.jti),
+                    request.path)
+        return Response(b"", status=401, headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
     return _json({"status": "ok"})
@@ -67,7 +95,9 @@ def call_service(service_id: str) -> Response:
     body = read_json_body()
     hook_instance = body.get("hookInstance") if isinstance(body, dict) else None
     try:
-        result = eng.call(service_id, body)
+        claims = g.get("auth_claims")
+        issuer = eng.trusted_issuer_servers(claims.get("iss")) if claims else []
+        result = eng.call(service_id, body, issuer_fhir_servers=issuer)
     except HookError as exc:
         log.info("hook service=%s hookInstance=%s status=%s ms=%d", service_id, _safe(hook_instance),
                  exc.status, int((time.monotonic() - start) * 1000))
@@ -80,8 +110,8 @@ def call_service(service_id: str) -> Response:
     return _json({"cards": result.cards})
 
 
-def _safe(value: Any) -> str:
+def _safe(value: Any, limit: int = 64) -> str:
     """An id for the log: printable, short, never a whole payload."""
     if not isinstance(value, str):
         return "-"
-    return "".join(ch for ch in value[:64] if ch.isalnum() or ch in "-_.") or "-"
+    return "".join(ch for ch in value[:limit] if ch.isalnum() or ch in "-_.:/") or "-"

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from fhir_samples import scenarios
+from tests.jwt_helpers import ISS, TestKey, ec_key, issuers_file, token
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,9 +119,21 @@ class Service:
     url: str
     proc: subprocess.Popen
     log: Path
+    key: TestKey | None = None
+
+    def auth(self, path: str) -> dict[str, str]:
+        """A fresh client JWT for a call to ``path`` (each has its own jti)."""
+        return {"Authorization": f"Bearer {token(self.key, self.url + path)}"} if self.key else {}
+
+    def post(self, path: str, body: dict, **kw) -> requests.Response:
+        return requests.post(self.url + path, json=body, headers=self.auth(path), timeout=kw.pop("timeout", 30), **kw)
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.url + path, headers=self.auth(path), timeout=kw.pop("timeout", 30), **kw)
 
 
-def start_service(tmp: Path, env_extra: dict[str, str] | None = None, workers: int = 2) -> Service:
+def start_service(tmp: Path, env_extra: dict[str, str] | None = None, workers: int = 2,
+                  key: TestKey | None = None) -> Service:
     port = free_port()
     exe = shutil.which("cds-service", path=str(Path(sys.executable).parent))
     assert exe, "the cds-service console script is not installed in this environment"
@@ -130,7 +143,7 @@ def start_service(tmp: Path, env_extra: dict[str, str] | None = None, workers: i
     with open(log, "wb") as fh:
         proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
                                 cwd=tmp, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    svc = Service(f"http://127.0.0.1:{port}", proc, log)
+    svc = Service(f"http://127.0.0.1:{port}", proc, log, key)
     try:
         wait_http(f"{svc.url}/healthz", proc, 60, log)
     except Exception:
@@ -140,9 +153,14 @@ def start_service(tmp: Path, env_extra: dict[str, str] | None = None, workers: i
 
 
 @pytest.fixture(scope="session")
-def service(tmp_path_factory) -> Service:
+def service(tmp_path_factory, fhir_server) -> Service:
+    """The service as a hospital runs it: authentication on (a test issuer whose key is generated
+    here), and only the test FHIR server on the allowlist (plain http allowed: it is local)."""
     tmp = tmp_path_factory.mktemp("cds")
-    svc = start_service(tmp)
+    key = ec_key()
+    trusted = issuers_file(tmp / "issuers.json", [{"iss": ISS, "jwks": {"keys": [key.public_jwk()]}}])
+    svc = start_service(tmp, {"CDS_TRUSTED_ISSUERS_FILE": str(trusted), "CDS_FHIR_SERVER_ALLOWLIST": fhir_server.base,
+                              "CDS_ALLOW_HTTP_FHIR": "true"}, key=key)
     try:
         yield svc
     finally:

@@ -5,7 +5,6 @@ import json
 import uuid
 
 import pytest
-import requests
 
 from cds_service.config import Settings
 from cds_service.engine import Engine
@@ -31,7 +30,7 @@ def essentials(cards: list[dict]) -> list[tuple[str, str, str]]:
 
 
 def test_discovery_from_the_running_server(service):
-    r = requests.get(f"{service.url}/cds-services", timeout=10)
+    r = service.get("/cds-services")
     assert r.status_code == 200
     ids = [s["id"] for s in r.json()["services"]]
     assert SERVICE_ID in ids
@@ -40,11 +39,11 @@ def test_discovery_from_the_running_server(service):
 @pytest.mark.parametrize("number", [s.number for s in scenarios.SCENARIOS])
 def test_every_key_fetched_gives_the_same_cards_as_prefetch(service, fhir_server, scenario_request, number):
     pid = f"bone-{number:02d}"
-    r = requests.post(f"{service.url}/cds-services/{SERVICE_ID}", json=hook_request(fhir_server, pid), timeout=30)
+    r = service.post(f"/cds-services/{SERVICE_ID}", hook_request(fhir_server, pid), timeout=30)
     assert r.status_code == 200, r.text
     fetched = r.json()["cards"]
     assert fetched, "every example patient gets at least an interpretation card"
-    engine = Engine(Settings.from_env(environ={}))
+    engine = Engine(Settings.from_env(environ={"CDS_AUTH_DISABLED": "true"}))
     try:
         expected = engine.call(SERVICE_ID, scenario_request(number)).cards
     finally:
@@ -55,7 +54,7 @@ def test_every_key_fetched_gives_the_same_cards_as_prefetch(service, fhir_server
 
 
 def test_first_patient_is_critical_and_names_the_value(service, fhir_server):
-    r = requests.post(f"{service.url}/cds-services/{SERVICE_ID}", json=hook_request(fhir_server, "bone-01"), timeout=30)
+    r = service.post(f"/cds-services/{SERVICE_ID}", hook_request(fhir_server, "bone-01"), timeout=30)
     cards = r.json()["cards"]
     interp = [c for c in cards if c["source"]["topic"]["code"] == "bmd-interpretation"]
     assert len(interp) == 1
@@ -64,8 +63,7 @@ def test_first_patient_is_critical_and_names_the_value(service, fhir_server):
 
 
 def test_wrong_token_is_a_412_naming_the_patient_key(service, fhir_server):
-    r = requests.post(f"{service.url}/cds-services/{SERVICE_ID}",
-                      json=hook_request(fhir_server, "bone-01", token="not-the-token"), timeout=30)
+    r = service.post(f"/cds-services/{SERVICE_ID}", hook_request(fhir_server, "bone-01", token="not-the-token"), timeout=30)
     assert r.status_code == 412
     body = r.json()
     assert body["resourceType"] == "OperationOutcome"
@@ -74,8 +72,7 @@ def test_wrong_token_is_a_412_naming_the_patient_key(service, fhir_server):
 
 
 def test_unknown_patient_is_a_412(service, fhir_server):
-    r = requests.post(f"{service.url}/cds-services/{SERVICE_ID}",
-                      json=hook_request(fhir_server, "no-such-patient"), timeout=30)
+    r = service.post(f"/cds-services/{SERVICE_ID}", hook_request(fhir_server, "no-such-patient"), timeout=30)
     assert r.status_code == 412
     assert "404" in r.json()["issue"][0]["diagnostics"]
 
@@ -84,15 +81,14 @@ def test_sample_request_files_work_against_the_server(service):
     """The ready hook requests in fhir_samples/ (prefetch filled) are accepted as they are."""
     with open(scenarios.__file__.replace("scenarios.py", "requests/01-very-high-risk.hook.json")) as fh:
         body = json.load(fh)
-    r = requests.post(f"{service.url}/cds-services/{SERVICE_ID}", json=body, timeout=30)
+    r = service.post(f"/cds-services/{SERVICE_ID}", body, timeout=30)
     assert r.status_code == 200
     assert r.json()["cards"][0]["source"]["topic"]["code"] == "bmd-interpretation"
 
 
 def test_the_access_token_never_reaches_the_log(service, fhir_server):
-    requests.post(f"{service.url}/cds-services/{SERVICE_ID}", json=hook_request(fhir_server, "bone-02"), timeout=30)
-    requests.post(f"{service.url}/cds-services/{SERVICE_ID}",
-                  json=hook_request(fhir_server, "bone-02", token="secret-wrong-token-xyz"), timeout=30)
+    service.post(f"/cds-services/{SERVICE_ID}", hook_request(fhir_server, "bone-02"), timeout=30)
+    service.post(f"/cds-services/{SERVICE_ID}", hook_request(fhir_server, "bone-02", token="secret-wrong-token-xyz"), timeout=30)
     text = service.log.read_text()
     assert "hookInstance=" in text  # the log is being written
     assert fhir_server.token not in text
