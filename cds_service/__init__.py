@@ -20,6 +20,7 @@ def create_app(config: Mapping[str, Any] | None = None):
 
     settings = Settings.from_env(overrides=config)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["CDS_SETTINGS"] = settings
@@ -41,6 +42,7 @@ def create_app(config: Mapping[str, Any] | None = None):
     origins = settings.cors_origin_list
     CORS(app, origins="*" if origins == ["*"] else origins, methods=["GET", "POST", "OPTIONS"],
          allow_headers=["Authorization", "Content-Type"], max_age=600)
+    app.extensions["cds_store"] = _store(settings, log)
     register_errors(app)
     app.register_blueprint(bp)
 
@@ -57,6 +59,20 @@ def create_app(config: Mapping[str, Any] | None = None):
         return resp
 
     return app
+
+
+def _store(settings, log):
+    """The feedback and audit store, migrated to the newest schema. A database that is down at
+    start-up does not stop the service: hooks still answer, and the store retries on use."""
+    from .store import from_settings
+
+    store = from_settings(settings)
+    try:
+        store.migrate()
+        store.purge()
+    except Exception as exc:  # noqa: BLE001 - any database fault: keep serving cards
+        log.error("database not ready at start-up (%s): hooks answer, audit and feedback retry", type(exc).__name__)
+    return store
 
 
 def _authenticator(settings, engine):

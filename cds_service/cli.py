@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Sequence
 
 
@@ -144,6 +144,75 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_from_env():
+    from .config import Settings
+    from .store import from_settings
+
+    return from_settings(Settings.from_env())
+
+
+def _db(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+
+    try:
+        store = _store_from_env()
+        if args.db_command == "upgrade":
+            head = store.migrate()
+            print(f"database at revision {head}")
+        else:
+            store.migrate()
+            print(f"purged {store.purge()} audit records older than the retention period")
+    except (ConfigError, ValueError) as exc:
+        print(f"cds-service db: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a database fault, reported plainly
+        print(f"cds-service db: database error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .store import report
+
+    try:
+        end = date.fromisoformat(args.to) if args.to else date.today()
+        start = date.fromisoformat(args.from_) if args.from_ else end - timedelta(days=30)
+    except ValueError:
+        print("cds-service report: --from and --to take dates as YYYY-MM-DD", file=sys.stderr)
+        return 2
+    if start > end:
+        print("cds-service report: --from is after --to", file=sys.stderr)
+        return 2
+    try:
+        store = _store_from_env()
+        store.migrate()
+        rep = report.build(store, start, end)
+    except (ConfigError, ValueError) as exc:
+        print(f"cds-service report: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001
+        print(f"cds-service report: database error: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        json.dump(rep, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.format == "csv":
+        sys.stdout.write(report.as_csv(rep))
+    else:
+        sys.stdout.write(report.as_table(rep))
+    if args.plot:
+        try:
+            report.plot(rep, args.plot)
+        except ImportError:
+            print("cds-service report: --plot needs matplotlib (pip install 'bone-health-cds[plot]')", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"cds-service report: cannot write {args.plot}: {exc.strerror}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .services.patient_view import SERVICE_ID
 
@@ -159,9 +228,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--patient", help="the Patient id, when the bundle holds several")
     ev.add_argument("--as-of", help="evaluate as on this date (YYYY-MM-DD) instead of today")
     ev.add_argument("--service", default=SERVICE_ID, help=argparse.SUPPRESS)
+    db = sub.add_parser("db", help="database maintenance (CDS_DATABASE_URL, or SQLite under CDS_DATA_DIR)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply the migrations (also done at start-up)")
+    db_sub.add_parser("purge", help="delete audit records older than CDS_AUDIT_RETENTION_DAYS")
+    rp = sub.add_parser("report", help="acceptance and override rates of the cards, per topic and per suggestion")
+    rp.add_argument("--from", dest="from_", help="first day (YYYY-MM-DD), default 30 days before --to")
+    rp.add_argument("--to", help="last day (YYYY-MM-DD), default today")
+    rp.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    rp.add_argument("--plot", metavar="FILE.png", help="also draw the daily rates per topic as a chart")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "db":
+        return _db(args)
+    if args.command == "report":
+        return _report(args)
     return _evaluate(args)
 
 

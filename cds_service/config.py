@@ -47,6 +47,12 @@ class Settings:
     jku_timeout: float = 3.0
     jku_ca_bundle: str = ""  # a CA bundle for jku URLs served under a private CA
     redis_url: str = ""  # shared jti replay cache for several workers or replicas
+    # feedback and audit storage: SQLite file under data_dir unless a database URL is given
+    database_url: str = ""
+    data_dir: str = "var"
+    audit_retention_days: int = 0  # 0 keeps every record
+    audit_hash_ids: bool = False  # store an HMAC of patient and user ids instead of the ids
+    audit_hash_key: str = ""
     # outbound FHIR: which fhirServer URLs may be called with the access token
     fhir_server_allowlist: str = ""
     allow_http_fhir: bool = False
@@ -74,6 +80,10 @@ class Settings:
                      "fetch_workers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"CDS_{name.upper()} must be positive")
+        if self.audit_retention_days < 0:
+            raise ConfigError("CDS_AUDIT_RETENTION_DAYS must be 0 (keep) or a number of days")
+        if self.audit_hash_ids and len(self.audit_hash_key) < 16:
+            raise ConfigError("CDS_AUDIT_HASH_IDS=true needs CDS_AUDIT_HASH_KEY, a secret of at least 16 characters")
         if self.jwt_clock_skew < 0 or self.jwt_clock_skew > 300:
             raise ConfigError("CDS_JWT_CLOCK_SKEW must be between 0 and 300 seconds")
         for name in ("fhir_connect_timeout", "fhir_read_timeout", "hook_deadline", "jku_timeout", "jwt_max_age",

@@ -71,6 +71,7 @@ class Engine:
         self.limits = Limits(settings.fhir_connect_timeout, settings.fhir_read_timeout,
                              settings.fhir_max_pages, settings.fhir_max_resources)
         self.request_validator = _validator("cds-request.schema.json")
+        self.feedback_validator = _validator("feedback.schema.json")
         self.context_validators = {
             "patient-view": _validator("context-patient-view.schema.json"),
         }

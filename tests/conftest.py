@@ -18,13 +18,19 @@ from fhir_samples import scenarios
 SERVICE_URL = f"/cds-services/{SERVICE_ID}"
 
 
+@pytest.fixture(scope="session")
+def _data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cds-data")
+
+
 @pytest.fixture(autouse=True)
-def _development_settings(monkeypatch):
+def _development_settings(monkeypatch, _data_dir):
     """Most tests are about CDS behaviour, not security: they run with authentication off and any
     http fhirServer allowed. The security tests turn these back on through create_app(config)."""
     monkeypatch.setenv("CDS_AUTH_DISABLED", "true")
     monkeypatch.setenv("CDS_FHIR_SERVER_ALLOWLIST", "*")
     monkeypatch.setenv("CDS_ALLOW_HTTP_FHIR", "true")
+    monkeypatch.setenv("CDS_DATA_DIR", str(_data_dir))  # the audit database of the test session
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 
 from ..auth import AuthError, Authenticator
-from ..engine import Engine, HookError
+from ..engine import Engine, HookError, schema_errors
+from ..store import FeedbackRejected, HookRecord, Store, StoreUnavailable
 from .errors import ApiError
 
 bp = Blueprint("cds", __name__)
@@ -92,22 +93,109 @@ def call_service(service_id: str) -> Response:
     if service_id not in eng.services:
         raise ApiError(404, f"no CDS service {service_id!r}; the services are listed at GET /cds-services",
                        "(path)")
-    body = read_json_body()
-    hook_instance = body.get("hookInstance") if isinstance(body, dict) else None
+    body: Any = None
     try:
+        body = read_json_body()
         claims = g.get("auth_claims")
         issuer = eng.trusted_issuer_servers(claims.get("iss")) if claims else []
         result = eng.call(service_id, body, issuer_fhir_servers=issuer)
-    except HookError as exc:
-        log.info("hook service=%s hookInstance=%s status=%s ms=%d", service_id, _safe(hook_instance),
-                 exc.status, int((time.monotonic() - start) * 1000))
-        raise ApiError(exc.status, exc.message, exc.where) from None
-    keys = " ".join(f"{k}:{v.origin}" + (f"/{v.pages}p/{v.millis}ms" if v.origin in ("fetched", "failed") else "")
-                    for k, v in result.gathered.keys.items())
+    except (ApiError, HookError) as exc:
+        total = int((time.monotonic() - start) * 1000)
+        log.info("hook service=%s hookInstance=%s status=%s ms=%d", service_id, _safe(_get(body, "hookInstance")),
+                 exc.status, total)
+        _audit(service_id, body, exc.status, _short(exc.message), [], {}, None, None, total)
+        if isinstance(exc, HookError):
+            raise ApiError(exc.status, exc.message, exc.where) from None
+        raise
+    total = int((time.monotonic() - start) * 1000)
+    keys = {k: v.origin for k, v in result.gathered.keys.items()}
     log.info("hook service=%s hookInstance=%s status=200 cards=%d ms=%d gather_ms=%d rules_ms=%d keys=[%s]",
-             service_id, _safe(hook_instance), len(result.cards), int((time.monotonic() - start) * 1000),
-             result.timings["gather_ms"], result.timings["rules_ms"], keys)
+             service_id, _safe(body.get("hookInstance")), len(result.cards), total, result.timings["gather_ms"],
+             result.timings["rules_ms"],
+             " ".join(f"{k}:{v.origin}" + (f"/{v.pages}p/{v.millis}ms" if v.origin in ("fetched", "failed") else "")
+                      for k, v in result.gathered.keys.items()))
+    _audit(service_id, body, 200, "ok", result.cards, keys, result.timings["gather_ms"], result.timings["rules_ms"],
+           total)
     return _json({"cards": result.cards})
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    eng = engine()
+    if service_id not in eng.services:
+        raise ApiError(404, f"no CDS service {service_id!r}", "(path)")
+    body = read_json_body()
+    errors = schema_errors(eng.feedback_validator, body)
+    if not errors:
+        for n, item in enumerate(body["feedback"]):
+            if not _is_datetime(item["outcomeTimestamp"]):
+                errors.append((f"feedback[{n}].outcomeTimestamp", "is not an ISO 8601 date-time with a time zone"))
+    if errors:
+        raise ApiError(400, "invalid feedback: " + "; ".join(f"{w}: {m}" for w, m in errors[:5]),
+                       [w for w, _ in errors[:5]])
+    store: Store | None = current_app.extensions.get("cds_store")
+    try:
+        if store is None:
+            raise StoreUnavailable("no store")
+        stored, duplicates = store.save_feedback(service_id, body["feedback"])
+    except FeedbackRejected as exc:
+        log.info("feedback service=%s status=422 items=%d", service_id, len(body["feedback"]))
+        raise ApiError(422, exc.message, exc.where) from None
+    except StoreUnavailable as exc:
+        log.error("feedback service=%s status=503 items=%d store=%s", service_id, len(body["feedback"]), exc)
+        resp = _outcome_503()
+        return resp
+    log.info("feedback service=%s status=200 items=%d stored=%d duplicates=%d", service_id, len(body["feedback"]),
+             stored, duplicates)
+    return _json({})
+
+
+def _outcome_503() -> Response:
+    from .errors import outcome
+
+    resp = outcome(503, "feedback could not be stored now; nothing was recorded: retry later")
+    resp.headers["Retry-After"] = "5"
+    return resp
+
+
+def _is_datetime(value: str) -> bool:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None and "T" in value
+    except ValueError:
+        return False
+
+
+def _get(body: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(body, dict):
+            return None
+        body = body.get(p)
+    return body
+
+
+def _short(message: str) -> str:
+    return message[:300]
+
+
+def _audit(service_id: str, body: Any, status: int, outcome: str, cards: list[dict[str, Any]],
+           keys: dict[str, str], gather_ms: int | None, rules_ms: int | None, total_ms: int) -> None:
+    """One audit record per hook call; a database fault is logged, never passed to the EHR."""
+    store: Store | None = current_app.extensions.get("cds_store")
+    if store is None:
+        return
+    patient = _get(body, "context", "patientId")
+    user = _get(body, "context", "userId")
+    rec = HookRecord(service_id, _get(body, "hookInstance") if isinstance(_get(body, "hookInstance"), str) else None,
+                     patient if isinstance(patient, str) else None, user if isinstance(user, str) else None,
+                     status, outcome, cards, keys, gather_ms, rules_ms, total_ms)
+    try:
+        store.record_hook(rec)
+    except StoreUnavailable as exc:
+        current_app.extensions["cds_audit_failures"] = current_app.extensions.get("cds_audit_failures", 0) + 1
+        log.error("audit write failed service=%s hookInstance=%s store=%s", service_id,
+                  _safe(_get(body, "hookInstance")), exc)
 
 
 def _safe(value: Any, limit: int = 64) -> str:

@@ -1,0 +1,279 @@
+"""Feedback and audit persistence: SQLite by default, PostgreSQL when CDS_DATABASE_URL says so.
+
+- Migrations (Alembic) run at start-up and by ``cds-service db upgrade``, under a lock, so that
+  several gunicorn workers or replicas starting together do not race.
+- SQLite runs in WAL mode with a busy timeout and synchronous=FULL: several processes write safely
+  and a committed row survives the process being killed.
+- Nothing here logs clinical values, patient ids or tokens.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlalchemy import create_engine, delete, event, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from .models import cards, feedback, hook_calls, suggestions
+
+log = logging.getLogger("cds_service.store")
+PG_LOCK_ID = 0x0B0E_CD5  # advisory lock for migrations
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or written now; the caller should retry later."""
+
+
+class FeedbackRejected(Exception):
+    def __init__(self, message: str, where: list[str]):
+        super().__init__(message)
+        self.message = message
+        self.where = where
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def default_url(data_dir: str) -> str:
+    path = Path(data_dir or "var").absolute() / "cds.db"
+    return f"sqlite:///{path}"
+
+
+@dataclass
+class HookRecord:
+    service_id: str
+    hook_instance: str | None
+    patient_id: str | None
+    user_id: str | None
+    status: int
+    outcome: str
+    cards: list[dict[str, Any]]
+    prefetch_keys: dict[str, str]
+    gather_ms: int | None
+    rules_ms: int | None
+    total_ms: int
+
+
+class Store:
+    def __init__(self, url: str, hash_ids: bool = False, hash_key: str = "", retention_days: int = 0):
+        self.url = url
+        self.hash_ids = hash_ids
+        self._hash_key = hash_key.encode()
+        self.retention_days = retention_days
+        self.migrated = False
+        self._last_try = 0.0
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(url, connect_args={"timeout": 15}, pool_pre_ping=True)
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=5,
+                                        connect_args={"connect_timeout": 3})
+
+    # -- migrations -------------------------------------------------------------------------
+    def migrate(self) -> str:
+        """Bring the schema to the newest revision; returns it."""
+        from alembic import command
+        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(resources.files("cds_service.store").joinpath("migrations")))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        with self._migration_lock():
+            with self.engine.begin() as conn:
+                if self.is_sqlite is False:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": PG_LOCK_ID})
+                current = MigrationContext.configure(conn).get_current_revision()
+                if current != head:
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    log.info("database migrated from %s to %s", current or "empty", head)
+        self.migrated = True
+        return head or ""
+
+    def _ensure(self) -> None:
+        """Migrate on first use when the database was down at start-up (at most every 10 s)."""
+        if self.migrated:
+            return
+        now = time.monotonic()
+        if now - self._last_try < 10:
+            raise StoreUnavailable("database not migrated yet")
+        self._last_try = now
+        try:
+            self.migrate()
+        except Exception as exc:  # noqa: BLE001 - any database fault means "not now"
+            raise StoreUnavailable(type(exc).__name__) from None
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if not self.is_sqlite:
+            yield
+            return
+        path = self.url.split("///", 1)[-1]
+        if not path or path == ":memory:":
+            yield
+            return
+        with open(path + ".migrate.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def ready(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(func.count()).select_from(hook_calls).limit(1))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    # -- ids --------------------------------------------------------------------------------
+    def _ref(self, value: str | None) -> str | None:
+        if value is None or not self.hash_ids:
+            return value
+        return "hmac-sha256:" + hmac.new(self._hash_key, value.encode(), hashlib.sha256).hexdigest()
+
+    # -- audit ------------------------------------------------------------------------------
+    def record_hook(self, rec: HookRecord) -> str:
+        self._ensure()
+        now = utcnow()
+        call_id = str(uuid.uuid4())
+        card_rows, suggestion_rows = [], []
+        for c in rec.cards:
+            card_rows.append({"uuid": c["uuid"], "hook_call_id": call_id, "service_id": rec.service_id,
+                              "issued_at": now, "topic": c["source"]["topic"]["code"], "indicator": c["indicator"],
+                              "summary": c["summary"][:200]})
+            for s in c.get("suggestions", []):
+                suggestion_rows.append({"uuid": s["uuid"], "card_uuid": c["uuid"], "label": s["label"][:300]})
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(hook_calls.insert().values(
+                    id=call_id, called_at=now, service_id=rec.service_id,
+                    hook_instance=(rec.hook_instance or "")[:200] or None,
+                    patient_ref=self._ref(rec.patient_id), user_ref=self._ref(rec.user_id), status=rec.status,
+                    outcome=rec.outcome[:300], card_count=len(rec.cards),
+                    prefetch_keys=json.dumps(rec.prefetch_keys, sort_keys=True), gather_ms=rec.gather_ms,
+                    rules_ms=rec.rules_ms, total_ms=rec.total_ms))
+                if card_rows:
+                    conn.execute(cards.insert(), card_rows)
+                if suggestion_rows:
+                    conn.execute(suggestions.insert(), suggestion_rows)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(type(exc).__name__) from None
+        return call_id
+
+    # -- feedback ---------------------------------------------------------------------------
+    def save_feedback(self, service_id: str, items: list[dict[str, Any]]) -> tuple[int, int]:
+        """Check every item against the cards this service issued, then store them all in one
+        transaction. Returns (stored, duplicates). Raises FeedbackRejected or StoreUnavailable."""
+        self._ensure()
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                uuids = {i["card"] for i in items}
+                known = {r.uuid: r.service_id for r in conn.execute(
+                    select(cards.c.uuid, cards.c.service_id).where(cards.c.uuid.in_(uuids)))}
+                sugg: dict[str, set[str]] = {}
+                for r in conn.execute(select(suggestions.c.uuid, suggestions.c.card_uuid)
+                                      .where(suggestions.c.card_uuid.in_(uuids))):
+                    sugg.setdefault(r.card_uuid, set()).add(r.uuid)
+                problems, where = [], []
+                for n, item in enumerate(items):
+                    if known.get(item["card"]) != service_id:
+                        problems.append(f"feedback[{n}].card {item['card']} was not issued by service {service_id}")
+                        where.append(f"feedback[{n}].card")
+                        continue
+                    for m, acc in enumerate(item.get("acceptedSuggestions", [])):
+                        if acc["id"] not in sugg.get(item["card"], set()):
+                            problems.append(f"feedback[{n}].acceptedSuggestions[{m}].id {acc['id']} is not a "
+                                            "suggestion of that card")
+                            where.append(f"feedback[{n}].acceptedSuggestions[{m}].id")
+                if problems:
+                    raise FeedbackRejected("; ".join(problems[:5]), where[:5])
+                rows = [self._feedback_row(service_id, item, now) for item in items]
+                ins = (postgresql.insert(feedback) if not self.is_sqlite else sqlite.insert(feedback))
+                stored = 0
+                for row in rows:
+                    res = conn.execute(ins.values(**row).on_conflict_do_nothing(index_elements=["dedupe_key"]))
+                    stored += res.rowcount or 0
+                return stored, len(rows) - stored
+        except FeedbackRejected:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(type(exc).__name__) from None
+
+    @staticmethod
+    def _feedback_row(service_id: str, item: dict[str, Any], now: datetime) -> dict[str, Any]:
+        accepted = sorted(a["id"] for a in item.get("acceptedSuggestions", []))
+        reason = (item.get("overrideReason") or {}).get("reason") or {}
+        comment = (item.get("overrideReason") or {}).get("userComment")
+        key = hashlib.sha256(json.dumps([item["card"], item["outcome"], item["outcomeTimestamp"], accepted,
+                                         reason.get("system"), reason.get("code"), comment]).encode()).hexdigest()
+        return {"dedupe_key": key, "card_uuid": item["card"], "service_id": service_id, "outcome": item["outcome"],
+                "accepted_suggestions": json.dumps(accepted), "override_system": reason.get("system"),
+                "override_code": reason.get("code"), "override_display": reason.get("display"),
+                "override_comment": comment, "outcome_at": _parse_ts(item["outcomeTimestamp"]), "received_at": now}
+
+    # -- retention --------------------------------------------------------------------------
+    def purge(self, now: datetime | None = None) -> int:
+        """Delete audit records, their cards and feedback older than the retention period."""
+        if self.retention_days <= 0:
+            return 0
+        cutoff = (now or utcnow()) - timedelta(days=self.retention_days)
+        with self.engine.begin() as conn:
+            old_calls = select(hook_calls.c.id).where(hook_calls.c.called_at < cutoff)
+            old_cards = select(cards.c.uuid).where(cards.c.hook_call_id.in_(old_calls))
+            conn.execute(delete(feedback).where(feedback.c.card_uuid.in_(old_cards)))
+            conn.execute(delete(suggestions).where(suggestions.c.card_uuid.in_(old_cards)))
+            conn.execute(delete(cards).where(cards.c.hook_call_id.in_(old_calls)))
+            res = conn.execute(delete(hook_calls).where(hook_calls.c.called_at < cutoff))
+            return res.rowcount or 0
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _parse_ts(value: str) -> datetime:
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=15000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def from_settings(settings: Any) -> Store:
+    url = settings.database_url or default_url(settings.data_dir)
+    if settings.audit_hash_ids and not settings.audit_hash_key:
+        raise ValueError("CDS_AUDIT_HASH_IDS=true needs CDS_AUDIT_HASH_KEY (a secret for the HMAC of the ids)")
+    return Store(url, settings.audit_hash_ids, settings.audit_hash_key, settings.audit_retention_days)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
