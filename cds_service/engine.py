@@ -74,6 +74,8 @@ class Engine:
         self.feedback_validator = _validator("feedback.schema.json")
         self.context_validators = {
             "patient-view": _validator("context-patient-view.schema.json"),
+            "order-select": _validator("context-order-select.schema.json"),
+            "order-sign": _validator("context-order-sign.schema.json"),
         }
         self._lock = threading.Lock()
         self._session = None

@@ -426,7 +426,7 @@ class FactBuilder:
     # -- medications -----------------------------------------------------------------------
     def _medication(self, med: dict[str, Any], facts: Facts) -> None:
         concept = med.get("medicationCodeableConcept")
-        drug = self._match_drug(concept)
+        drug = self.match_drug(concept)
         if drug is None:
             return
         d = self.k.drugs[drug]
@@ -461,7 +461,8 @@ class FactBuilder:
             drug=drug, label=d.label, drug_class=d.drug_class, status=status, start=start, last_dose=last,
             end=end, resource=ref, display=_display(concept) or d.label))
 
-    def _match_drug(self, concept: Any) -> str | None:
+    def match_drug(self, concept: Any) -> str | None:
+        """The knowledge key of the drug a medicationCodeableConcept names, or None."""
         codings = _codings(concept)
         codes = [c.get("code") for c in codings if c.get("system") == self.k.system["rxnorm"]]
         if any(code in self.k.excluded_drug_codes for code in codes):

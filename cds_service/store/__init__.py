@@ -215,8 +215,10 @@ class Store:
                 ins = (postgresql.insert(feedback) if not self.is_sqlite else sqlite.insert(feedback))
                 stored = 0
                 for row in rows:
-                    res = conn.execute(ins.values(**row).on_conflict_do_nothing(index_elements=["dedupe_key"]))
-                    stored += res.rowcount or 0
+                    # count the rows RETURNING gives back: rowcount is -1 on some drivers (psycopg 3)
+                    res = conn.execute(ins.values(**row).on_conflict_do_nothing(index_elements=["dedupe_key"])
+                                       .returning(feedback.c.id))
+                    stored += len(res.fetchall())
                 return stored, len(rows) - stored
         except FeedbackRejected:
             raise

@@ -1,0 +1,240 @@
+"""Safety checks on osteoporosis drug orders being composed or signed (order-select, order-sign).
+
+Pure functions: the draft orders (FHIR JSON MedicationRequests), the patient's facts, the
+interpretation and the contraindication findings → a list of issues, each naming its rule, its
+data and its source. Every drug, number and class comes from the knowledge files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..knowledge import Knowledge
+from .advice import Finding
+from .facts import FactBuilder, Facts, MedicationFact, months_between
+from .interpretation import Interpretation
+
+
+@dataclass
+class DraftOrder:
+    resource: dict[str, Any]
+    drug: str
+    label: str
+    drug_class: str
+    stopping: bool  # the draft ends the therapy (status stopped, cancelled, ...)
+
+    @property
+    def ref(self) -> str | None:
+        rid = self.resource.get("id")
+        return f"MedicationRequest/{rid}" if isinstance(rid, str) and rid else None
+
+
+@dataclass
+class OrderIssue:
+    order: DraftOrder
+    kind: str  # contraindication | caution | duplicate | course-limit | denosumab-stop | missing-labs
+    severity: str  # critical | warning
+    summary: str
+    lines: list[str]
+    sources: list[str]
+    replace_with: list[str] = field(default_factory=list)  # safe alternatives, in order of preference
+    remove: bool = False
+    lab_orders: list[dict[str, Any]] = field(default_factory=list)
+    create: list[str] = field(default_factory=list)  # regimens to offer as new orders
+
+
+def read_drafts(draft_orders: Any, selections: list[str] | None, builder: FactBuilder, k: Knowledge) -> list[DraftOrder]:
+    """The osteoporosis drug orders among the drafts; anything else, or an order still being
+    composed without a medication, is skipped quietly."""
+    if not isinstance(draft_orders, dict):
+        return []
+    entries = draft_orders.get("entry")
+    if not isinstance(entries, list):
+        return []
+    wanted = set(selections) if selections is not None else None
+    stopping = set(k.treatment["orders"]["stopping_statuses"])
+    out = []
+    for e in entries:
+        r = e.get("resource") if isinstance(e, dict) else None
+        if not isinstance(r, dict) or r.get("resourceType") != "MedicationRequest":
+            continue
+        if wanted is not None and f"MedicationRequest/{r.get('id')}" not in wanted:
+            continue
+        try:
+            drug = builder.match_drug(r.get("medicationCodeableConcept"))
+        except (AttributeError, TypeError):
+            drug = None
+        if drug is None or k.drugs[drug].drug_class not in k.therapy_classes:
+            continue
+        d = k.drugs[drug]
+        out.append(DraftOrder(r, drug, d.label, d.drug_class, r.get("status") in stopping))
+    return out
+
+
+def _course_months(meds: list[MedicationFact], facts: Facts) -> float:
+    """Months covered by these therapy records (overlaps counted once)."""
+    spans = []
+    for m in meds:
+        if not m.start:
+            continue
+        end = m.end or (facts.as_of if m.status == "active" else (m.last_dose or m.start))
+        spans.append((m.start, min(end, facts.as_of)))
+    spans.sort()
+    total, cur_start, cur_end = 0.0, None, None
+    for s, e in spans:
+        if cur_end is None or s > cur_end:
+            if cur_end is not None:
+                total += months_between(cur_start, cur_end)
+            cur_start, cur_end = s, e
+        else:
+            cur_end = max(cur_end, e)
+    if cur_end is not None:
+        total += months_between(cur_start, cur_end)
+    return total
+
+
+def _alternatives(drug: str, interp: Interpretation, found: list[Finding], active: set[str], k: Knowledge) -> list[str]:
+    level = "very_high" if interp.risk == "very_high" else "high"
+    opt = k.treatment["options"][level]
+    blocked = {d for f in found for d in f.blocks}
+    order = list(opt["first"]) + list(opt["alternatives"])
+    return [d for d in order if d != drug and d not in blocked and d not in active]
+
+
+def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation, found: list[Finding],
+                 k: Knowledge) -> list[OrderIssue]:
+    cfg = k.treatment["orders"]
+    antiresorptive = set(cfg["antiresorptive_classes"])
+    follow_on = set(cfg["follow_on_classes"])
+    active = {m.drug: m for m in facts.medications if m.status == "active" and m.drug_class in k.therapy_classes}
+    history: dict[str, list[MedicationFact]] = {}
+    for m in facts.medications:
+        history.setdefault(m.drug, []).append(m)
+    issues: list[OrderIssue] = []
+    new_orders = [d for d in drafts if not d.stopping]
+    for order in drafts:
+        if order.stopping:
+            issues += _stopping(order, drafts, facts, active, follow_on, k)
+            continue
+        issues += _contraindications(order, facts, interp, found, set(active), k)
+        # duplicate therapy: the same drug already active, or two antiresorptives at once
+        if order.drug in active:
+            m = active[order.drug]
+            issues.append(OrderIssue(
+                order, "duplicate", "warning", f"{order.label.capitalize()} is already active: this would be a second order",
+                [f"Active: {m.display} ({m.resource}{', since ' + m.start.isoformat() if m.start else ''})."],
+                ["LABELS"], remove=True))
+        elif order.drug_class in antiresorptive:
+            others = [m for d, m in active.items() if m.drug_class in antiresorptive and d != order.drug]
+            others_drafts = [o for o in new_orders if o is not order and o.drug_class in antiresorptive
+                             and o.drug != order.drug]
+            if others or others_drafts:
+                names = [f"{m.display} ({m.resource}, active)" for m in others] + \
+                        [f"{o.label} (another draft order)" for o in others_drafts]
+                lines = ["Two antiresorptives at once add risk (hypocalcaemia, atypical fractures, osteonecrosis of "
+                         "the jaw) without added benefit: " + "; ".join(names) + "."]
+                if any(m.drug == "denosumab" for m in others) and order.drug_class in follow_on:
+                    lines.append("If this bisphosphonate is the planned follow-on to denosumab, give it when the next "
+                                 "denosumab dose would be due and end the denosumab order.")
+                issues.append(OrderIssue(order, "duplicate", "warning",
+                                         f"Duplicate antiresorptive therapy: {order.label} with "
+                                         f"{', '.join(sorted({m.label for m in others} | {o.label for o in others_drafts}))}",
+                                         lines, ["AACE-2020", "LABELS"], remove=True))
+        # switching from denosumab to an anabolic without a bisphosphonate
+        if "denosumab" in active and order.drug_class.startswith("anabolic"):
+            issues.append(OrderIssue(
+                order, "denosumab-stop", "warning",
+                f"{order.label} after denosumab without a bisphosphonate: rapid bone loss and rebound fractures",
+                ["Stopping denosumab for a PTH analogue or romosozumab without a bisphosphonate bridge leads to "
+                 "rapid bone loss; keep denosumab until the anabolic starts and plan a bisphosphonate after it, or "
+                 "choose a bisphosphonate first."], ["ES-2019", "LABELS"]))
+        # course limits
+        if order.drug_class == "anabolic_pth":
+            pth = [m for m in facts.medications if m.drug_class == "anabolic_pth"]
+            months = _course_months(pth, facts)
+            limit = float(k.number("pth_analog_max_months"))
+            if months >= limit:
+                issues.append(OrderIssue(
+                    order, "course-limit", "warning",
+                    f"Teriparatide/abaloparatide already given for {months:.0f} months (limit {limit:g} in a lifetime)",
+                    [f"Recorded courses: " + "; ".join(f"{m.display} from {m.start.isoformat() if m.start else '?'}"
+                                                       f" ({m.resource})" for m in pth) + ".",
+                     "Transition to an antiresorptive instead."], ["LABELS", "AACE-2020"],
+                    replace_with=_alternatives(order.drug, interp, found, set(active), k), remove=True))
+        if order.drug == "romosozumab":
+            romo = history.get("romosozumab", [])
+            doses = len([m for m in romo if m.last_dose])
+            limit_doses = int(k.number("romosozumab_max_doses"))
+            if doses >= limit_doses:
+                issues.append(OrderIssue(
+                    order, "course-limit", "warning",
+                    f"Romosozumab: {doses} doses already recorded (a course is {limit_doses})",
+                    ["Romosozumab is given for 12 monthly doses, then an antiresorptive."], ["LABELS", "AACE-2020"],
+                    replace_with=_alternatives(order.drug, interp, found, set(active), k), remove=True))
+        # labs before the first dose
+        if order.drug not in history:
+            missing = _missing_before_first_dose(facts, k)
+            if missing:
+                issues.append(OrderIssue(
+                    order, "missing-labs", "warning",
+                    f"Before the first dose of {order.label}: no recent " + ", ".join(m["name"] for m in missing),
+                    [f"No result in the last {k.threshold('lab_max_age_months')} months for: "
+                     + ", ".join(m["display"] for m in missing) + ". Check calcium, vitamin D and kidney function "
+                     "before starting (hypocalcaemia, dosing by kidney function)."],
+                    ["BHOF-2022", "LABELS"], lab_orders=missing))
+    return issues
+
+
+def _missing_before_first_dose(facts: Facts, k: Knowledge) -> list[dict[str, Any]]:
+    max_months = float(k.threshold("lab_max_age_months"))
+    out = []
+    for lab in k.treatment["orders"]["labs_before_first_dose"]:
+        recent = [x for a in lab["analyte"] for x in facts.labs.get(a, [])
+                  if x.date <= facts.as_of and months_between(x.date, facts.as_of) <= max_months]
+        if not recent:
+            out.append({**lab, "name": k.analyte(lab["analyte"][0])["label"].split(",")[0]})
+    return out
+
+
+def _contraindications(order: DraftOrder, facts: Facts, interp: Interpretation, found: list[Finding],
+                       active: set[str], k: Knowledge) -> list[OrderIssue]:
+    out = []
+    blocking = [f for f in found if order.drug in f.blocks]
+    if blocking:
+        lines = []
+        for f in blocking:
+            lines.append(f"**{f.message[0].upper() + f.message[1:] if f.message.split()[0].islower() else f.message}**")
+            lines += [f"- {e}" for e in f.evidence]
+            lines.append(f"- What to do: {f.action}")
+        out.append(OrderIssue(
+            order, "contraindication", "critical",
+            f"Contraindicated: {order.label} — {blocking[0].message}",
+            lines, list(dict.fromkeys(f.source for f in blocking)),
+            replace_with=_alternatives(order.drug, interp, found, active, k), remove=True))
+    cautions = [f for f in found if order.drug in f.warns]
+    if cautions:
+        lines = []
+        for f in cautions:
+            lines.append(f"**{f.message}**")
+            lines += [f"- {e}" for e in f.evidence]
+            lines.append(f"- What to do: {f.action}")
+        out.append(OrderIssue(order, "caution", "warning", f"{order.label}: {cautions[0].message}"[:139], lines,
+                              list(dict.fromkeys(f.source for f in cautions))))
+    return out
+
+
+def _stopping(order: DraftOrder, drafts: list[DraftOrder], facts: Facts, active: dict[str, MedicationFact],
+              follow_on: set[str], k: Knowledge) -> list[OrderIssue]:
+    if order.drug != "denosumab":
+        return []
+    bridging = [o for o in drafts if not o.stopping and o.drug_class in follow_on] + \
+               [m for m in active.values() if m.drug_class in follow_on]
+    if bridging:
+        return []
+    choices = [d for d in ("zoledronic_acid", "alendronate") if d in k.treatment["regimens"]]
+    return [OrderIssue(
+        order, "denosumab-stop", "warning",
+        "Denosumab is being stopped with no follow-on bisphosphonate: rebound vertebral fractures",
+        ["Stopping denosumab without a bisphosphonate causes rapid bone loss and multiple vertebral fractures. "
+         "Start zoledronic acid or alendronate when the next denosumab dose would have been due."],
+        ["ES-2019", "LABELS"], create=choices)]
