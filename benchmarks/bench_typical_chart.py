@@ -68,7 +68,7 @@ def main() -> int:
     port = free_port()
     exe = shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
     log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)
-    env = {**os.environ, "CDS_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "CDS_LOG_LEVEL": "WARNING", "CDS_AUTH_DISABLED": "true", "CDS_DATA_DIR": tempfile.mkdtemp(prefix="bench-data-")}
     proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(a.workers),
                              "--threads", str(a.threads)], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, env=env)

@@ -1,6 +1,7 @@
 """Bone-health CDS Hooks 2.0 service."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 __version__ = "0.1.0"
@@ -8,7 +9,6 @@ __version__ = "0.1.0"
 
 def create_app(config: Mapping[str, Any] | None = None):
     """The application factory: ``config`` overrides settings read from the environment."""
-    import logging
 
     from flask import Flask
     from flask_cors import CORS

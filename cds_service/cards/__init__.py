@@ -16,9 +16,10 @@ SUMMARY_MAX = 139  # CDS Hooks: "<140 characters"
 
 
 def _prune(value: Any) -> Any:
-    """Drop None, empty strings, empty lists and empty objects, recursively."""
+    """Drop None, empty strings, empty lists and empty objects, recursively. FHIR resources in
+    actions are left as they are: they come from the models' own dump, which has no empties."""
     if isinstance(value, dict):
-        out = {k: _prune(v) for k, v in value.items()}
+        out = {k: (v if k == "resource" else _prune(v)) for k, v in value.items()}
         return {k: v for k, v in out.items() if v not in (None, "", [], {})}
     if isinstance(value, list):
         return [v for v in (_prune(x) for x in value) if v not in (None, "", [], {})]

@@ -16,8 +16,10 @@ TOPIC = {"contraindication": "safety", "caution": "safety", "duplicate": "safety
          "denosumab-stop": "therapy-management", "missing-labs": "monitoring"}
 
 
-def _replacement(k: Knowledge, issue: OrderIssue, alt: str, patient_id: str) -> dict[str, Any]:
-    """The draft order in full, with the medication and dosage of the alternative."""
+def _replacement(k: Knowledge, issue: OrderIssue, alt: str, patient_id: str) -> dict[str, Any] | None:
+    """The draft order in full, with the medication and dosage of the alternative. A draft with
+    other invalid fields is replaced by the fresh order keeping the draft's id and status; when even
+    that is not a valid MedicationRequest, there is no update (never an error)."""
     fresh = medication_request(k, alt, patient_id, f"replaces {issue.order.label}: {issue.summary}")
     updated = copy.deepcopy(issue.order.resource)
     updated["medicationCodeableConcept"] = fresh["medicationCodeableConcept"]
@@ -25,7 +27,13 @@ def _replacement(k: Knowledge, issue: OrderIssue, alt: str, patient_id: str) -> 
     updated.setdefault("status", "draft")
     updated.setdefault("intent", "order")
     updated.setdefault("subject", {"reference": f"Patient/{patient_id}"})
-    return MedicationRequest.model_validate(updated).model_dump(mode="json", exclude_none=True)
+    minimal = {**fresh, "id": issue.order.resource.get("id"), "status": updated["status"]}
+    for candidate in (updated, minimal):
+        try:
+            return MedicationRequest.model_validate(candidate).model_dump(mode="json", exclude_none=True)
+        except (ValueError, TypeError):
+            continue
+    return None
 
 
 def order_cards(issues: list[OrderIssue], patient_id: str, k: Knowledge) -> list[dict[str, Any]]:
@@ -33,12 +41,12 @@ def order_cards(issues: list[OrderIssue], patient_id: str, k: Knowledge) -> list
     for issue in issues:
         sugg = []
         ref = issue.order.ref
-        if issue.replace_with and ref:
-            alt = issue.replace_with[0]
-            reg = k.treatment["regimens"][alt]
+        replacement = _replacement(k, issue, issue.replace_with[0], patient_id) if issue.replace_with and ref else None
+        if replacement is not None:
+            reg = k.treatment["regimens"][issue.replace_with[0]]
             sugg.append(suggestion(f"Replace with {reg['short']}", [{
                 "type": "update", "description": f"Change the draft order to {reg['text']}",
-                "resource": _replacement(k, issue, alt, patient_id)}], recommended=True))
+                "resource": replacement}], recommended=True))
         if issue.remove and ref:
             sugg.append(suggestion(f"Remove the {issue.order.label} order", [{
                 "type": "delete", "description": f"Remove the draft order for {issue.order.label}", "resourceId": ref}],

@@ -112,6 +112,8 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
         history.setdefault(m.drug, []).append(m)
     issues: list[OrderIssue] = []
     new_orders = [d for d in drafts if not d.stopping]
+    # active therapies that a draft in this same request ends: not "at once" with a new order
+    ending = {d.drug for d in drafts if d.stopping}
     for order in drafts:
         if order.stopping:
             issues += _stopping(order, drafts, facts, active, follow_on, k)
@@ -125,7 +127,8 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
                 [f"Active: {m.display} ({m.resource}{', since ' + m.start.isoformat() if m.start else ''})."],
                 ["LABELS"], remove=True))
         elif order.drug_class in antiresorptive:
-            others = [m for d, m in active.items() if m.drug_class in antiresorptive and d != order.drug]
+            others = [m for d, m in active.items() if m.drug_class in antiresorptive and d != order.drug
+                      and d not in ending]
             others_drafts = [o for o in new_orders if o is not order and o.drug_class in antiresorptive
                              and o.drug != order.drug]
             if others or others_drafts:
@@ -227,6 +230,8 @@ def _stopping(order: DraftOrder, drafts: list[DraftOrder], facts: Facts, active:
               follow_on: set[str], k: Knowledge) -> list[OrderIssue]:
     if order.drug != "denosumab":
         return []
+    if any(o.drug == "denosumab" and not o.stopping for o in drafts):
+        return []  # the old order is ended and a new one written: a renewal, not a stop
     bridging = [o for o in drafts if not o.stopping and o.drug_class in follow_on] + \
                [m for m in active.values() if m.drug_class in follow_on]
     if bridging:

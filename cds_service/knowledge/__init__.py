@@ -41,7 +41,7 @@ class Drug:
     names: tuple[str, ...]
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: one instance per loaded knowledge
 class Knowledge:
     raw: dict[str, Any]
     directory: str = ""

@@ -82,11 +82,16 @@ class Store:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(url, connect_args={"timeout": 15}, pool_pre_ping=True)
+            self.engine: Engine = create_engine(url, connect_args={"timeout": 15})
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            # audit rows: WAL with synchronous=NORMAL survives a killed process, not a power cut, and
+            # saves an fsync on every hook call; feedback (acknowledged to the EHR) keeps FULL
+            self.audit_engine: Engine = create_engine(url, connect_args={"timeout": 15})
+            event.listen(self.audit_engine, "connect", _sqlite_pragmas_audit)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=5,
                                         connect_args={"connect_timeout": 3})
+            self.audit_engine = self.engine
 
     # -- migrations -------------------------------------------------------------------------
     def migrate(self) -> str:
@@ -156,32 +161,39 @@ class Store:
 
     # -- audit ------------------------------------------------------------------------------
     def record_hook(self, rec: HookRecord) -> str:
+        return self.record_hooks([rec])[0]
+
+    def record_hooks(self, recs: list[HookRecord]) -> list[str]:
+        """Audit records in one transaction: a hook call, its cards and their suggestions."""
         self._ensure()
         now = utcnow()
-        call_id = str(uuid.uuid4())
-        card_rows, suggestion_rows = [], []
-        for c in rec.cards:
-            card_rows.append({"uuid": c["uuid"], "hook_call_id": call_id, "service_id": rec.service_id,
-                              "issued_at": now, "topic": c["source"]["topic"]["code"], "indicator": c["indicator"],
-                              "summary": c["summary"][:200]})
-            for s in c.get("suggestions", []):
-                suggestion_rows.append({"uuid": s["uuid"], "card_uuid": c["uuid"], "label": s["label"][:300]})
+        calls, card_rows, suggestion_rows, ids = [], [], [], []
+        for rec in recs:
+            call_id = str(uuid.uuid4())
+            ids.append(call_id)
+            calls.append({
+                "id": call_id, "called_at": now, "service_id": rec.service_id,
+                "hook_instance": (rec.hook_instance or "")[:200] or None,
+                "patient_ref": self._ref(rec.patient_id), "user_ref": self._ref(rec.user_id), "status": rec.status,
+                "outcome": rec.outcome[:300], "card_count": len(rec.cards),
+                "prefetch_keys": json.dumps(rec.prefetch_keys, sort_keys=True), "gather_ms": rec.gather_ms,
+                "rules_ms": rec.rules_ms, "total_ms": rec.total_ms})
+            for c in rec.cards:
+                card_rows.append({"uuid": c["uuid"], "hook_call_id": call_id, "service_id": rec.service_id,
+                                  "issued_at": now, "topic": c["source"]["topic"]["code"],
+                                  "indicator": c["indicator"], "summary": c["summary"][:200]})
+                for sg in c.get("suggestions", []):
+                    suggestion_rows.append({"uuid": sg["uuid"], "card_uuid": c["uuid"], "label": sg["label"][:300]})
         try:
-            with self.engine.begin() as conn:
-                conn.execute(hook_calls.insert().values(
-                    id=call_id, called_at=now, service_id=rec.service_id,
-                    hook_instance=(rec.hook_instance or "")[:200] or None,
-                    patient_ref=self._ref(rec.patient_id), user_ref=self._ref(rec.user_id), status=rec.status,
-                    outcome=rec.outcome[:300], card_count=len(rec.cards),
-                    prefetch_keys=json.dumps(rec.prefetch_keys, sort_keys=True), gather_ms=rec.gather_ms,
-                    rules_ms=rec.rules_ms, total_ms=rec.total_ms))
+            with self.audit_engine.begin() as conn:
+                conn.execute(hook_calls.insert(), calls)
                 if card_rows:
                     conn.execute(cards.insert(), card_rows)
                 if suggestion_rows:
                     conn.execute(suggestions.insert(), suggestion_rows)
         except SQLAlchemyError as exc:
             raise StoreUnavailable(type(exc).__name__) from None
-        return call_id
+        return ids
 
     # -- feedback ---------------------------------------------------------------------------
     def save_feedback(self, service_id: str, items: list[dict[str, Any]]) -> tuple[int, int]:
@@ -254,6 +266,7 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.audit_engine.dispose()
 
 
 def _parse_ts(value: str) -> datetime:
@@ -261,10 +274,14 @@ def _parse_ts(value: str) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas_audit(dbapi_conn: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_conn, record, synchronous="NORMAL")
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, synchronous: str = "FULL") -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute(f"PRAGMA synchronous={synchronous}")
     cur.execute("PRAGMA busy_timeout=15000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()

@@ -33,3 +33,20 @@ def test_bad_setting_stops_serve():
                          env={**os.environ, "CDS_HOOK_DEADLINE": "soon"})
     assert out.returncode == 2
     assert "CDS_HOOK_DEADLINE" in out.stderr
+
+
+def test_production_defaults_start_and_refuse_unauthenticated_calls(tmp_path):
+    """Authentication on and no issuer configured: the service starts, says so, and answers 401."""
+    import requests
+
+    from tests.e2e.conftest import start_service, stop
+
+    svc = start_service(tmp_path, {})
+    try:
+        assert requests.get(svc.url + "/cds-services", timeout=10).status_code == 401
+        assert requests.get(svc.url + "/healthz", timeout=10).status_code == 200
+    finally:
+        stop(svc.proc)
+    log = svc.log.read_text()
+    assert "no issuer is trusted" in log
+    assert "AUTHENTICATION IS OFF" not in log
