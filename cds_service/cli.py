@@ -80,7 +80,9 @@ def bundle_to_request(bundle: dict[str, Any], patient_id: str | None, templates:
         if "?" not in template:
             prefetch[key] = patient if rtype == "Patient" else None
             continue
-        matching = [r for r in resources if r["resourceType"] == rtype and _belongs(r, pid)]
+        codes = _template_codes(template)
+        matching = [r for r in resources if r["resourceType"] == rtype and _belongs(r, pid)
+                    and (codes is None or _has_code(r, codes))]
         prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": len(matching),
                          "entry": [{"resource": r} for r in matching]}
     return {
@@ -89,6 +91,28 @@ def bundle_to_request(bundle: dict[str, Any], patient_id: str | None, templates:
         "context": {"userId": "Practitioner/cli", "patientId": pid},
         "prefetch": prefetch,
     }
+
+
+def _template_codes(template: str) -> set[tuple[str, str]] | None:
+    """The system|code tokens of a template's ``code`` parameter, as a FHIR server would match them."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    query = dict(parse_qsl(urlsplit(template).query))
+    if "code" not in query:
+        return None
+    out = set()
+    for token in query["code"].split(","):
+        system, _, code = token.rpartition("|")
+        out.add((system, code))
+    return out
+
+
+def _has_code(resource: dict[str, Any], codes: set[tuple[str, str]]) -> bool:
+    concept = resource.get("code") if isinstance(resource.get("code"), dict) else {}
+    for c in concept.get("coding") or []:
+        if isinstance(c, dict) and ((c.get("system", ""), c.get("code")) in codes or ("", c.get("code")) in codes):
+            return True
+    return False
 
 
 def _belongs(resource: dict[str, Any], patient_id: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Iterable
 
 from ..knowledge import Knowledge
@@ -174,6 +174,18 @@ def _effective(resource: dict[str, Any]) -> date | None:
     return None
 
 
+def _effective_key(resource: dict[str, Any]) -> str:
+    """The effective date as written, for sorting newest first (ISO 8601 sorts as text)."""
+    for key in ("effectiveDateTime", "effectiveInstant"):
+        v = resource.get(key)
+        if isinstance(v, str):
+            return v
+    period = resource.get("effectivePeriod")
+    if isinstance(period, dict) and isinstance(period.get("start"), str):
+        return period["start"]
+    return ""
+
+
 def _number(quantity: Any) -> float | None:
     if not isinstance(quantity, dict):
         return None
@@ -208,6 +220,9 @@ class FactBuilder:
               unavailable: dict[str, str] | None = None) -> Facts:
         facts = Facts(as_of=as_of, patient=self.patient(patient), unavailable=dict(unavailable or {}))
         seen: set[tuple[str, str]] = set()
+        # lab results are picked by code first and read newest first (see _read_labs): a long
+        # history costs a sort of strings, not a full reading of every old result
+        deferred: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for r in resources:
             if not isinstance(r, dict):
                 continue
@@ -218,7 +233,11 @@ class FactBuilder:
                 seen.add((rtype, rid))
             try:
                 if rtype == "Observation":
-                    self._observation(r, facts)
+                    analyte = self._lab_only(r)
+                    if analyte:
+                        deferred.setdefault(analyte, []).append((_effective_key(r), r))
+                    else:
+                        self._observation(r, facts)
                 elif rtype == "Condition":
                     self._condition(r, facts)
                 elif rtype in ("MedicationRequest", "MedicationStatement"):
@@ -226,11 +245,40 @@ class FactBuilder:
             except (AttributeError, TypeError, ValueError, KeyError, OverflowError):
                 # a relevant resource whose elements are not shaped as FHIR R4: said, never dropped silently
                 facts.ignored.append(Ignored(_ref(r), "malformed: an element does not have its FHIR R4 type"))
+        self._read_labs(deferred, facts)
         for values in facts.labs.values():
             values.sort(key=lambda lab: lab.date)
         facts.scores.sort(key=lambda s: (s.date, s.kind, s.site))
         facts.medications.sort(key=lambda m: (m.start or date.min))
         return facts
+
+    def _lab_only(self, obs: dict[str, Any]) -> str | None:
+        """The analyte of an Observation that is a lab result and nothing else the rules read."""
+        codes = self._loinc_codes(obs.get("code"))
+        lab = next((c for c in codes if c in self.k.lab_by_code), None)
+        if lab is None or any(c in self.k.dxa_by_code or c in self.k.dxa_panel_codes or c in self.k.frax_codes
+                              for c in codes):
+            return None
+        text = obs["code"].get("text") if isinstance(obs.get("code"), dict) else None
+        if isinstance(text, str) and "frax" in text.lower():
+            return None
+        return self.k.lab_by_code[lab]
+
+    def _read_labs(self, deferred: dict[str, list[tuple[str, dict[str, Any]]]], facts: Facts) -> None:
+        """Read each analyte's results newest first: every result of the last 12 months (so that a
+        recent unusable one is reported), and back until one usable result is found. Older results
+        are superseded by that one and are not read (the latest value wins, rules §1)."""
+        months = float(self.k.threshold("lab_max_age_months"))
+        cutoff = (facts.as_of - timedelta(days=int(months * 30.4375))).isoformat()
+        for analyte, items in deferred.items():
+            items.sort(key=lambda t: t[0], reverse=True)
+            for key, r in items:
+                if key and key < cutoff and facts.labs.get(analyte):
+                    break
+                try:
+                    self._observation(r, facts)
+                except (AttributeError, TypeError, ValueError, KeyError, OverflowError):
+                    facts.ignored.append(Ignored(_ref(r), "malformed: an element does not have its FHIR R4 type"))
 
     @staticmethod
     def _other_patient(resource: dict[str, Any], facts: Facts) -> bool:
@@ -297,9 +345,12 @@ class FactBuilder:
                 facts.frax.append(Frax(frax, value, when, ref))
 
     def _frax_kind(self, obs: dict[str, Any], codes: list[str]) -> str | None:
-        for c in _codings(obs.get("code")):
-            if c.get("code") in self.k.frax_codes:
-                return self.k.frax_codes[c["code"]]
+        if self.k.frax_codes:
+            for c in _codings(obs.get("code")):
+                if c.get("code") in self.k.frax_codes:
+                    return self.k.frax_codes[c["code"]]
+        if codes and all(c in self.k.lab_by_code or c in self.k.dxa_by_code for c in codes):
+            return None  # coded as a lab or DXA result: not a FRAX result
         text = _text_of(obs.get("code")).lower()
         if "frax" not in text:
             return None
