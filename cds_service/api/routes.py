@@ -62,6 +62,33 @@ def _decode_error(raw: bytes, exc: "orjson.JSONDecodeError") -> tuple[str, str]:
     return f"malformed JSON: {exc}", "(request)"
 
 
+OPEN_ENDPOINTS = {"cds.healthz"}
+
+
+def audience() -> str:
+    """The URL the client called, as the client saw it: CDS_PUBLIC_BASE_URL when the service sits
+    behind a proxy, else this request's own URL."""
+    base = current_app.config["CDS_SETTINGS"].public_base_url.rstrip("/")
+    return (base or request.host_url.rstrip("/")) + request.path
+
+
+@bp.before_request
+def authenticate() -> Response | None:
+    g.auth_claims = None
+    if request.method == "OPTIONS" or request.endpoint in OPEN_ENDPOINTS:
+        return None  # CORS preflight and liveness need no token
+    auth: Authenticator | None = current_app.extensions.get("cds_auth")
+    if auth is None:
+        return None  # turned off explicitly (CDS_AUTH_DISABLED); warned at start
+    try:
+        g.auth_claims = auth.verify(request.headers.get("Authorization"), audience())
+    except AuthError as exc:
+        log.warning("auth failed reason=%r iss=%s jti=%s path=%s", exc.reason, _safe(exc.iss, 120), _safe(exc.jti),
+                    request.path)
+        return Response(b"", status=401, headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
     return _json({"status": "ok"})
