@@ -53,5 +53,10 @@ samples: install
 clean:
 	rm -rf $(VENV) $(FHIR_VENV) .pytest_cache
 
+# the five benchmarks of the README, each printed as a ratio against a baseline of the same run
 bench: install
-	$(BIN)/python benchmarks/bench_typical_chart.py
+	cd benchmarks && ../$(BIN)/python bench_typical_chart.py
+	cd benchmarks && ../$(BIN)/python bench_long_history.py
+	cd benchmarks && ../$(BIN)/python bench_throughput.py
+	cd benchmarks && ../$(BIN)/python bench_fetching.py
+	cd benchmarks && ../$(BIN)/python bench_memory.py

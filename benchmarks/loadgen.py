@@ -1,0 +1,73 @@
+"""A small closed-loop load generator: P processes x T threads, each thread one keep-alive HTTP/1.1
+connection to 127.0.0.1, sending the same request until a deadline or a request budget is spent."""
+from __future__ import annotations
+
+import http.client
+import multiprocessing as mp
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Result:
+    ok: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+
+def _thread(port: int, method: str, path: str, body: bytes | None, headers: dict[str, str], deadline: float,
+            budget: int, out: list) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    ok = errors = 0
+    lat: list[float] = []
+    while time.monotonic() < deadline and ok + errors < budget:
+        t = time.perf_counter()
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 200:
+                ok += 1
+            else:
+                errors += 1
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        lat.append((time.perf_counter() - t) * 1000)
+    conn.close()
+    out.append((ok, errors, lat))
+
+
+def _process(args: tuple) -> tuple[int, int, list[float]]:
+    port, method, path, body, headers, seconds, budget, threads, start_at = args
+    while time.time() < start_at:  # every process starts together
+        time.sleep(0.001)
+    deadline = time.monotonic() + seconds
+    out: list = []
+    ts = [threading.Thread(target=_thread, args=(port, method, path, body, headers, deadline, budget, out))
+          for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sum(o[0] for o in out), sum(o[1] for o in out), [x for o in out for x in o[2]]
+
+
+def run(port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+        seconds: float = 30.0, processes: int = 4, threads: int = 4, budget_per_thread: int = 10**9) -> Result:
+    headers = dict(headers or {})
+    start_at = time.time() + 0.5
+    args = (port, method, path, body, headers, seconds, budget_per_thread, threads, start_at)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(processes) as pool:
+        t0 = time.perf_counter()
+        parts = pool.map(_process, [args] * processes)
+        elapsed = time.perf_counter() - t0 - 0.5
+    return Result(sum(p[0] for p in parts), sum(p[1] for p in parts), max(elapsed, 1e-9), [x for p in parts for x in p[2]])
