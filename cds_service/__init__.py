@@ -18,10 +18,12 @@ def create_app(config: Mapping[str, Any] | None = None):
     from .config import Settings
     from .engine import Engine
 
+    from . import logs
+
     settings = Settings.from_env(overrides=config)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__)
+    logs.install(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["CDS_SETTINGS"] = settings
     engine = Engine(settings)

@@ -23,6 +23,26 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"cds-service: {exc}", file=sys.stderr)
         return 2
 
+    # metrics from every worker add up in one folder (prometheus_client multiprocess mode)
+    import os
+    import shutil
+    import tempfile
+
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    own_dir = not metrics_dir
+    if own_dir:
+        metrics_dir = tempfile.mkdtemp(prefix="cds-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    else:
+        for name in os.listdir(metrics_dir):  # values of an earlier run do not belong to this one
+            if name.endswith(".db"):
+                os.unlink(os.path.join(metrics_dir, name))
+
+    def child_exit(server, worker) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
     class App(BaseApplication):  # gunicorn's documented way to embed it
         def load_config(self) -> None:
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
@@ -33,6 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("keepalive", 5)
             self.cfg.set("accesslog", None)
             self.cfg.set("proc_name", "cds-service")
+            self.cfg.set("child_exit", child_exit)
 
         def load(self):
             return create_app(overrides)
@@ -43,7 +64,11 @@ def _serve(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - report any start-up failure plainly
         print(f"cds-service: cannot start: {exc}", file=sys.stderr)
         return 2
-    App().run()
+    try:
+        App().run()
+    finally:
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

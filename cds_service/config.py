@@ -35,6 +35,7 @@ class Settings:
     hook_deadline: float = 10.0
     knowledge_dir: str = ""
     log_level: str = "INFO"
+    log_format: str = "json"  # json: one JSON object per line; text: plain lines
     # client authentication (CDS Hooks JWT): on unless explicitly turned off
     auth_disabled: bool = False
     trusted_issuers_file: str = ""
@@ -80,6 +81,8 @@ class Settings:
                      "fetch_workers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"CDS_{name.upper()} must be positive")
+        if self.log_format not in ("json", "text"):
+            raise ConfigError("CDS_LOG_FORMAT must be json or text")
         if self.audit_retention_days < 0:
             raise ConfigError("CDS_AUDIT_RETENTION_DAYS must be 0 (keep) or a number of days")
         if self.audit_hash_ids and len(self.audit_hash_key) < 16:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
+from .. import metrics
 from ..auth import AuthError, Authenticator
 from ..engine import Engine, HookError, schema_errors
 from ..store import FeedbackRejected, HookRecord, Store, StoreUnavailable
@@ -62,7 +63,7 @@ def _decode_error(raw: bytes, exc: "orjson.JSONDecodeError") -> tuple[str, str]:
     return f"malformed JSON: {exc}", "(request)"
 
 
-OPEN_ENDPOINTS = {"cds.healthz"}
+OPEN_ENDPOINTS = {"cds.healthz", "cds.readyz", "cds.metrics_endpoint"}
 
 
 def audience() -> str:
@@ -83,6 +84,7 @@ def authenticate() -> Response | None:
     try:
         g.auth_claims = auth.verify(request.headers.get("Authorization"), audience())
     except AuthError as exc:
+        metrics.JWT_FAILURES.labels(metrics.reason_label(exc.reason)).inc()
         log.warning("auth failed reason=%r iss=%s jti=%s path=%s", exc.reason, _safe(exc.iss, 120), _safe(exc.jti),
                     request.path)
         return Response(b"", status=401, headers={"WWW-Authenticate": "Bearer"})
@@ -92,6 +94,22 @@ def authenticate() -> Response | None:
 @bp.get("/healthz")
 def healthz() -> Response:
     return _json({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: the knowledge is loaded and the database answers."""
+    store: Store | None = current_app.extensions.get("cds_store")
+    checks = {"knowledge": "ok" if engine().knowledge is not None else "missing",
+              "database": "ok" if store is not None and store.ready() else "unavailable"}
+    ready = all(v == "ok" for v in checks.values())
+    return _json({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+
+
+@bp.get("/metrics")
+def metrics_endpoint() -> Response:
+    body, content_type = metrics.render()
+    return Response(body, mimetype=content_type.split(";")[0], content_type=content_type)
 
 
 @bp.get("/cds-services")
@@ -114,19 +132,23 @@ def call_service(service_id: str) -> Response:
         result = eng.call(service_id, body, issuer_fhir_servers=issuer)
     except (ApiError, HookError) as exc:
         total = int((time.monotonic() - start) * 1000)
-        log.info("hook service=%s hookInstance=%s status=%s ms=%d", service_id, _safe(_get(body, "hookInstance")),
-                 exc.status, total)
+        g.log.update(service=service_id, hookInstance=_safe(_get(body, "hookInstance")))
         _audit(service_id, body, exc.status, _short(exc.message), [], {}, None, None, total)
         if isinstance(exc, HookError):
             raise ApiError(exc.status, exc.message, exc.where) from None
         raise
     total = int((time.monotonic() - start) * 1000)
     keys = {k: v.origin for k, v in result.gathered.keys.items()}
-    log.info("hook service=%s hookInstance=%s status=200 cards=%d ms=%d gather_ms=%d rules_ms=%d keys=[%s]",
-             service_id, _safe(body.get("hookInstance")), len(result.cards), total, result.timings["gather_ms"],
-             result.timings["rules_ms"],
-             " ".join(f"{k}:{v.origin}" + (f"/{v.pages}p/{v.millis}ms" if v.origin in ("fetched", "failed") else "")
-                      for k, v in result.gathered.keys.items()))
+    for k, v in result.gathered.keys.items():
+        if v.origin in ("fetched", "failed"):
+            metrics.FHIR_FETCHES.labels(k, "ok" if v.origin == "fetched" else "failed").inc()
+            metrics.FHIR_FETCH_SECONDS.labels(k).observe(v.millis / 1000)
+    for c in result.cards:
+        metrics.CARDS.labels(service_id, c["source"]["topic"]["code"], c["indicator"]).inc()
+    g.log.update(service=service_id, hookInstance=_safe(body.get("hookInstance")), cards=len(result.cards),
+                 gather_ms=result.timings["gather_ms"], rules_ms=result.timings["rules_ms"],
+                 keys=" ".join(f"{k}:{v.origin}" + (f"/{v.pages}p/{v.millis}ms" if v.origin in ("fetched", "failed")
+                                                    else "") for k, v in result.gathered.keys.items()))
     _audit(service_id, body, 200, "ok", result.cards, keys, result.timings["gather_ms"], result.timings["rules_ms"],
            total)
     return _json({"cards": result.cards})
@@ -152,14 +174,19 @@ def feedback(service_id: str) -> Response:
             raise StoreUnavailable("no store")
         stored, duplicates = store.save_feedback(service_id, body["feedback"])
     except FeedbackRejected as exc:
-        log.info("feedback service=%s status=422 items=%d", service_id, len(body["feedback"]))
+        metrics.FEEDBACK.labels(service_id, "rejected").inc(len(body["feedback"]))
+        g.log.update(service=service_id, items=len(body["feedback"]))
         raise ApiError(422, exc.message, exc.where) from None
     except StoreUnavailable as exc:
+        metrics.FEEDBACK.labels(service_id, "unavailable").inc(len(body["feedback"]))
         log.error("feedback service=%s status=503 items=%d store=%s", service_id, len(body["feedback"]), exc)
-        resp = _outcome_503()
-        return resp
-    log.info("feedback service=%s status=200 items=%d stored=%d duplicates=%d", service_id, len(body["feedback"]),
-             stored, duplicates)
+        g.log.update(service=service_id, items=len(body["feedback"]))
+        return _outcome_503()
+    for item in body["feedback"]:
+        metrics.FEEDBACK.labels(service_id, item["outcome"]).inc()
+    if duplicates:
+        metrics.FEEDBACK.labels(service_id, "duplicate").inc(duplicates)
+    g.log.update(service=service_id, items=len(body["feedback"]), stored=stored, duplicates=duplicates)
     return _json({})
 
 
@@ -206,7 +233,7 @@ def _audit(service_id: str, body: Any, status: int, outcome: str, cards: list[di
     try:
         store.record_hook(rec)
     except StoreUnavailable as exc:
-        current_app.extensions["cds_audit_failures"] = current_app.extensions.get("cds_audit_failures", 0) + 1
+        metrics.AUDIT_FAILURES.inc()
         log.error("audit write failed service=%s hookInstance=%s store=%s", service_id,
                   _safe(_get(body, "hookInstance")), exc)
 

@@ -126,7 +126,8 @@ class Service:
         return {"Authorization": f"Bearer {token(self.key, self.url + path)}"} if self.key else {}
 
     def post(self, path: str, body: dict, **kw) -> requests.Response:
-        return requests.post(self.url + path, json=body, headers=self.auth(path), timeout=kw.pop("timeout", 30), **kw)
+        headers = {**self.auth(path), **kw.pop("headers", {})}
+        return requests.post(self.url + path, json=body, headers=headers, timeout=kw.pop("timeout", 30), **kw)
 
     def get(self, path: str, **kw) -> requests.Response:
         return requests.get(self.url + path, headers=self.auth(path), timeout=kw.pop("timeout", 30), **kw)

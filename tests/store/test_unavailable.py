@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from cds_service import metrics
 from tests.conftest import post_hook
 
 from .conftest import make_app, post_feedback, ts
@@ -18,12 +19,13 @@ def test_database_down(caplog, scenario_request):
     client = app.test_client()
 
     caplog.clear()
+    failures_before = metrics.AUDIT_FAILURES._value.get()
     r = post_hook(client, scenario_request(1))
     assert r.status_code == 200
     cards = r.get_json()["cards"]
     assert cards
     assert any("audit write failed" in r.getMessage() for r in caplog.records)
-    assert app.extensions["cds_audit_failures"] >= 1
+    assert metrics.AUDIT_FAILURES._value.get() == failures_before + 1  # counted for /metrics
 
     # a second call inside the retry interval still answers, still logged
     caplog.clear()
