@@ -47,6 +47,14 @@ def create_app(config: Mapping[str, Any] | None = None):
     app.extensions["cds_store"] = _store(settings, log)
     register_errors(app)
     app.register_blueprint(bp)
+    from .api.openapi import bp as openapi_bp
+
+    app.register_blueprint(openapi_bp)
+    if settings.console:
+        from .console import bp as console_bp
+
+        app.register_blueprint(console_bp)
+        log.warning("the card console is on at /console (CDS_CONSOLE=true): for development and review only")
 
     @app.after_request
     def _security_headers(resp):

@@ -36,6 +36,7 @@ class Settings:
     knowledge_dir: str = ""
     log_level: str = "INFO"
     log_format: str = "json"  # json: one JSON object per line; text: plain lines
+    console: bool = False  # the card console at /console (development; `make run` turns it on)
     # client authentication (CDS Hooks JWT): on unless explicitly turned off
     auth_disabled: bool = False
     trusted_issuers_file: str = ""
