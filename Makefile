@@ -11,7 +11,7 @@ PORT ?= 8080
 WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install run run-sandbox test test-fast fhir-server samples bench clean
+.PHONY: install run run-sandbox test test-fast fhir-server browser samples bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ $(FHIR_VENV)/.installed-$(SEKMET_VERSION):
 
 fhir-server: $(FHIR_VENV)/.installed-$(SEKMET_VERSION)
 
+# Debian's Chromium and its driver for the browser test of the card console: installed with apt when
+# missing and this runs as root (as on CI); elsewhere the browser test is skipped and says so
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium and chromium-driver for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium not installed and not root: the browser test will be skipped"; fi
+
 # development: authentication off (a warning is logged at start), any fhirServer, any browser origin.
 # Production runs `cds-service serve` with the settings in the README (authentication on by default).
 DEV_ENV := CDS_AUTH_DISABLED=true CDS_FHIR_SERVER_ALLOWLIST='*' CDS_ALLOW_HTTP_FHIR=true CDS_CORS_ORIGINS='*' \
@@ -41,7 +50,7 @@ run-sandbox: install
 	CDS_SANDBOX_ISSUER=true CDS_FHIR_SERVER_ALLOWLIST='*' CDS_CORS_ORIGINS=https://sandbox.cds-hooks.org \
 	$(BIN)/cds-service serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-test: install fhir-server
+test: install fhir-server browser
 	CDS_TEST_SEKMET=$(CURDIR)/$(FHIR_VENV)/bin/sekmet $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # unit and HTTP tests only (no server processes)

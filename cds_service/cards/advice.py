@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..clinical.advice import Advice, Finding, Management, TreatmentPlan
+from ..clinical.advice import Advice, Finding, TreatmentPlan
 from ..clinical.facts import Facts
 from ..clinical.interpretation import fmt
 from ..knowledge import Knowledge

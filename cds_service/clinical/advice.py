@@ -6,11 +6,11 @@ from knowledge/treatment.yaml; this module only evaluates the rules it lists.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from ..knowledge import Knowledge
-from .facts import Facts, Lab, MedicationFact, months_between
+from .facts import Facts, Lab, MedicationFact, months_after, months_between, years_between
 from .interpretation import Interpretation, fmt
 
 
@@ -267,7 +267,7 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
                 ["ES-2019", "LABELS"], continue_drug="denosumab"))
         elif last is not None and not bisphos_after:
             months = months_between(last, facts.as_of)
-            due = last + timedelta(days=int(interval * 30.4375))
+            due = months_after(last, interval)
             line = f"Last denosumab dose {last.isoformat()} ({months:.1f} months ago); next dose due {due.isoformat()}."
             if months > overdue:
                 out.append(Management(
@@ -299,7 +299,7 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
         if not meds or not any(m.drug in active_drugs for m in meds):
             continue
         start = min(m.start for m in meds)  # type: ignore[type-var]
-        years = (facts.as_of - start).days / 365.25
+        years = years_between(start, facts.as_of)
         limit = float(n(years_key))
         if years < limit:
             continue

@@ -31,8 +31,20 @@ def parse_date(value: Any) -> date | None:
         return None
 
 
+DAYS_PER_MONTH = 30.4375  # the mean Gregorian month: months here are spans, not calendar months
+DAYS_PER_YEAR = 365.25
+
+
 def months_between(earlier: date, later: date) -> float:
-    return (later - earlier).days / 30.4375
+    return (later - earlier).days / DAYS_PER_MONTH
+
+
+def years_between(earlier: date, later: date) -> float:
+    return (later - earlier).days / DAYS_PER_YEAR
+
+
+def months_after(start: date, months: float) -> date:
+    return start + timedelta(days=int(months * DAYS_PER_MONTH))
 
 
 def age_on(birth: date, on: date) -> int:
@@ -269,7 +281,7 @@ class FactBuilder:
         recent unusable one is reported), and back until one usable result is found. Older results
         are superseded by that one and are not read (the latest value wins, rules §1)."""
         months = float(self.k.threshold("lab_max_age_months"))
-        cutoff = (facts.as_of - timedelta(days=int(months * 30.4375))).isoformat()
+        cutoff = months_after(facts.as_of, -months).isoformat()
         for analyte, items in deferred.items():
             items.sort(key=lambda t: t[0], reverse=True)
             for key, r in items:

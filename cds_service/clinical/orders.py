@@ -160,7 +160,7 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
                 issues.append(OrderIssue(
                     order, "course-limit", "warning",
                     f"Teriparatide/abaloparatide already given for {months:.0f} months (limit {limit:g} in a lifetime)",
-                    [f"Recorded courses: " + "; ".join(f"{m.display} from {m.start.isoformat() if m.start else '?'}"
+                    ["Recorded courses: " + "; ".join(f"{m.display} from {m.start.isoformat() if m.start else '?'}"
                                                        f" ({m.resource})" for m in pth) + ".",
                      "Transition to an antiresorptive instead."], ["LABELS", "AACE-2020"],
                     replace_with=_alternatives(order.drug, interp, found, set(active), k), remove=True))
@@ -199,30 +199,31 @@ def _missing_before_first_dose(facts: Facts, k: Knowledge) -> list[dict[str, Any
     return out
 
 
+def _finding_lines(findings: list[Finding]) -> list[str]:
+    """Each finding's rule, the data that made it fire and what to do."""
+    lines = []
+    for f in findings:
+        first = f.message.split(" ", 1)[0]
+        lines.append(f"**{f.message[0].upper() + f.message[1:] if first.islower() else f.message}**")
+        lines += [f"- {e}" for e in f.evidence]
+        lines.append(f"- What to do: {f.action}")
+    return lines
+
+
 def _contraindications(order: DraftOrder, facts: Facts, interp: Interpretation, found: list[Finding],
                        active: set[str], k: Knowledge) -> list[OrderIssue]:
     out = []
     blocking = [f for f in found if order.drug in f.blocks]
     if blocking:
-        lines = []
-        for f in blocking:
-            lines.append(f"**{f.message[0].upper() + f.message[1:] if f.message.split()[0].islower() else f.message}**")
-            lines += [f"- {e}" for e in f.evidence]
-            lines.append(f"- What to do: {f.action}")
         out.append(OrderIssue(
             order, "contraindication", "critical",
             f"Contraindicated: {order.label} — {blocking[0].message}",
-            lines, list(dict.fromkeys(f.source for f in blocking)),
+            _finding_lines(blocking), list(dict.fromkeys(f.source for f in blocking)),
             replace_with=_alternatives(order.drug, interp, found, active, k), remove=True))
     cautions = [f for f in found if order.drug in f.warns]
     if cautions:
-        lines = []
-        for f in cautions:
-            lines.append(f"**{f.message}**")
-            lines += [f"- {e}" for e in f.evidence]
-            lines.append(f"- What to do: {f.action}")
-        out.append(OrderIssue(order, "caution", "warning", f"{order.label}: {cautions[0].message}"[:139], lines,
-                              list(dict.fromkeys(f.source for f in cautions))))
+        out.append(OrderIssue(order, "caution", "warning", f"{order.label}: {cautions[0].message}"[:139],
+                              _finding_lines(cautions), list(dict.fromkeys(f.source for f in cautions))))
     return out
 
 

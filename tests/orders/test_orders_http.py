@@ -3,7 +3,6 @@ osteoporosis order, with draftOrders bundles shaped as CDS clients send them."""
 from __future__ import annotations
 
 import copy
-import json
 from datetime import date, timedelta
 from typing import Any
 

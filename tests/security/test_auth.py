@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cds_service import create_app
 from cds_service.auth import ConfigurationError
 from cds_service.services.patient_view import SERVICE_ID
-from tests.jwt_helpers import ISS, ec_key, issuers_file, rsa_key, token
+from tests.jwt_helpers import ISS, ec_key, issuers_file, token
 
 from .conftest import BASE, ORIGIN, assert_bare_401, b64url, bearer, claims, raw_token, secure_config
 

@@ -11,7 +11,7 @@ from cds_service.clinical.advice import Advice, Evaluator, advise
 from cds_service.clinical.facts import FactBuilder
 from cds_service.clinical.interpretation import interpret
 
-from .test_interpretation import AS_OF, ICD, LOINC, PID, RXNORM, UCUM, born, condition, day, fracture, frax, med, \
+from .test_interpretation import AS_OF, LOINC, PID, RXNORM, UCUM, born, condition, day, fracture, frax, med, \
     patient, t, z
 
 _ids = itertools.count(1)
