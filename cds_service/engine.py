@@ -55,6 +55,17 @@ def schema_errors(validator: jsonschema.Draft202012Validator, instance: Any, pre
     return out
 
 
+def _parses(url: str) -> bool:
+    """urllib can read it (bad IPv6 brackets, or characters that change under NFKC, cannot be)."""
+    from urllib.parse import urlsplit
+
+    try:
+        urlsplit(url).port
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass
 class HookResult:
     cards: list[dict[str, Any]]
@@ -113,6 +124,8 @@ class Engine:
         if not errors and body.get("hook") != service.hook:
             raise HookError(400, f"hook {body.get('hook')!r} does not match service {service.id!r}, "
                                  f"which answers {service.hook!r}", ["hook"])
+        if not errors and isinstance(body.get("fhirServer"), str) and not _parses(body["fhirServer"]):
+            errors = [("fhirServer", "is not a valid URL")]
         if not errors and service.hook in self.context_validators:
             errors = schema_errors(self.context_validators[service.hook], body["context"], "context")
         if errors:

@@ -32,7 +32,11 @@ def prefix_matches(prefix: str, url: str) -> bool:
 
 def untrusted_reason(url: str, allowlist: list[str], issuer_servers: list[str], allow_http: bool) -> str | None:
     """None when the service may call ``url``; otherwise why not."""
-    p = urlsplit(url)
+    try:
+        p = urlsplit(url)
+        p.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "fhirServer is not a valid URL"
     if p.scheme not in ("https", "http") or not p.hostname:
         return "fhirServer is not an http(s) URL"
     if p.username or p.password:

@@ -239,3 +239,12 @@ def test_fhir_server_that_is_not_http_is_400(client, body):
     body["fhirServer"] = "file:///etc/passwd"
     issue = outcome(post(client, body), 400)
     assert mentions(issue, "fhirServer")
+
+
+@pytest.mark.parametrize("url", ["http://[::1/fhir", "http://127.0.0.1:notaport/fhir"])
+def test_unparsable_fhir_server_is_a_400(client, scenario_request, url):
+    body = scenario_request(1)
+    body["fhirServer"] = url
+    r = client.post("/cds-services/bone-health-patient-view", json=body)
+    assert r.status_code == 400
+    assert r.get_json(force=True)["issue"][0]["expression"] == ["fhirServer"]
