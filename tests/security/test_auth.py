@@ -69,8 +69,11 @@ def hs256_with_public_pem(key, aud):
 def refusals():
     """name → function(ec, rsa) returning the Authorization header value (or None)."""
     aud = DISCOVERY_AUD
-    now = int(time.time())
     other = ec_key("ec-1")  # same kid, different key
+
+    def now() -> int:  # read when the token is made, not when the module is collected
+        return int(time.time())
+
     return {
         "no header": lambda ec, rsa: None,
         "bearer garbage": lambda ec, rsa: "Bearer not.a.jwt",
@@ -89,11 +92,11 @@ def refusals():
         "wrong aud": lambda ec, rsa: "Bearer " + token(ec, "http://localhost/cds-services/other"),
         "aud without path": lambda ec, rsa: "Bearer " + token(ec, BASE),
         "aud other host": lambda ec, rsa: "Bearer " + token(ec, "http://evil.example/cds-services"),
-        "expired": lambda ec, rsa: "Bearer " + token(ec, aud, claims={"iat": now - 200, "exp": now - 100}),
-        "iat in the future": lambda ec, rsa: "Bearer " + token(ec, aud, claims={"iat": now + 120,
-                                                                                  "exp": now + 400}),
-        "iat older than 5 minutes": lambda ec, rsa: "Bearer " + token(ec, aud, claims={"iat": now - 400,
-                                                                                         "exp": now + 100}),
+        "expired": lambda ec, rsa: "Bearer " + token(ec, aud, claims={"iat": now() - 200, "exp": now() - 100}),
+        "iat in the future": lambda ec, rsa: "Bearer " + token(ec, aud, claims={"iat": now() + 120,
+                                                                                  "exp": now() + 400}),
+        "iat older than 5 minutes": lambda ec, rsa: "Bearer " + token(ec, aud, claims={"iat": now() - 400,
+                                                                                         "exp": now() + 100}),
         "missing jti": lambda ec, rsa: "Bearer " + token(ec, aud, drop=("jti",)),
         "empty jti": lambda ec, rsa: "Bearer " + token(ec, aud, claims={"jti": ""}),
         "missing exp": lambda ec, rsa: "Bearer " + token(ec, aud, drop=("exp",)),
