@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from .models import cards, feedback, hook_calls, suggestions
 
 log = logging.getLogger("cds_service.store")
 PG_LOCK_ID = 0x0B0E_CD5  # advisory lock for migrations
+REFERENCE = re.compile(r"\b(Patient|Practitioner|PractitionerRole|RelatedPerson)/(?!hmac-sha256:)([A-Za-z0-9\-.]{1,64})")
 
 
 class StoreUnavailable(Exception):
@@ -159,6 +161,16 @@ class Store:
             return value
         return "hmac-sha256:" + hmac.new(self._hash_key, value.encode(), hashlib.sha256).hexdigest()
 
+    def _outcome(self, rec: HookRecord) -> str:
+        """The outcome text; with hashed ids, any id it quotes (error messages can) is hashed too."""
+        text = rec.outcome
+        if self.hash_ids:
+            for raw in (rec.patient_id, rec.user_id):
+                if raw:
+                    text = text.replace(raw, self._ref(raw) or "")
+            text = REFERENCE.sub(lambda m: f"{m.group(1)}/{self._ref(m.group(2))}", text)
+        return text
+
     # -- audit ------------------------------------------------------------------------------
     def record_hook(self, rec: HookRecord) -> str:
         return self.record_hooks([rec])[0]
@@ -175,7 +187,7 @@ class Store:
                 "id": call_id, "called_at": now, "service_id": rec.service_id,
                 "hook_instance": (rec.hook_instance or "")[:200] or None,
                 "patient_ref": self._ref(rec.patient_id), "user_ref": self._ref(rec.user_id), "status": rec.status,
-                "outcome": rec.outcome[:300], "card_count": len(rec.cards),
+                "outcome": self._outcome(rec)[:300], "card_count": len(rec.cards),
                 "prefetch_keys": json.dumps(rec.prefetch_keys, sort_keys=True), "gather_ms": rec.gather_ms,
                 "rules_ms": rec.rules_ms, "total_ms": rec.total_ms})
             for c in rec.cards:

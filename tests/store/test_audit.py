@@ -103,3 +103,18 @@ def test_hash_ids_without_key_refuses_to_start(tmp_path):
         make_app(f"sqlite:///{tmp_path / 'a.db'}", audit_hash_ids=True)
     with pytest.raises((ConfigError, ValueError), match="CDS_AUDIT_HASH_KEY"):
         make_app(f"sqlite:///{tmp_path / 'a.db'}", audit_hash_ids=True, audit_hash_key="short")
+
+
+def test_hashed_ids_also_in_error_outcomes(store_url, scenario_request):
+    """An error message may quote the ids (a prefetched Patient that is not context.patientId)."""
+    client = make_app(store_url, audit_hash_ids=True, audit_hash_key="k" * 32).test_client()
+    req = scenario_request(1)
+    req["context"]["patientId"] = "someone-else-42"
+    r = post_hook(client, req)
+    assert r.status_code == 400 and "someone-else-42" in r.get_data(as_text=True)
+    row = query(store_url, "SELECT * FROM hook_calls")[0]
+    assert row["status"] == 400
+    for value in row.values():
+        assert "someone-else-42" not in str(value)
+        assert "bone-01" not in str(value)  # the prefetched Patient's id, quoted in the message
+    assert "hmac-sha256:" in row["outcome"]
