@@ -257,7 +257,7 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
         bisphos_after = [m for m in facts.medications if m.drug_class in ("oral_bisphosphonate", "iv_bisphosphonate")
                          and m.start and last and m.start >= last]
         interval, overdue = float(n("denosumab_interval_months")), float(n("denosumab_overdue_months"))
-        follow_on = [d for d in ("zoledronic_acid", "alendronate") if d not in blocked]
+        follow_on = [d for d in k.management("after_denosumab") if d not in blocked]
         if last is None and active:
             out.append(Management(
                 "denosumab-unknown-last-dose", "warning",
@@ -331,7 +331,7 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
                 ["ES-2019"], continue_drug=meds[0].drug))
 
     # anabolic courses complete: transition to an antiresorptive
-    antiresorptives = [d for d in ("zoledronic_acid", "denosumab", "alendronate") if d not in blocked]
+    antiresorptives = [d for d in k.management("after_anabolic") if d not in blocked]
     pth = [m for m in facts.medications if m.drug_class == "anabolic_pth" and m.start]
     if pth and any(m.drug in active_drugs for m in pth):
         start = min(m.start for m in pth)  # type: ignore[type-var]
@@ -359,7 +359,7 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
 
     # fracture on therapy: treatment failure
     if fracture_on:
-        anabolic = [d for d in ("teriparatide", "abaloparatide", "romosozumab")
+        anabolic = [d for d in k.management("after_failure")
                     if d not in blocked and d not in active_drugs]
         out.append(Management(
             "fracture-on-therapy", "warning",

@@ -237,7 +237,7 @@ def _stopping(order: DraftOrder, drafts: list[DraftOrder], facts: Facts, active:
                [m for m in active.values() if m.drug_class in follow_on]
     if bridging:
         return []
-    choices = [d for d in ("zoledronic_acid", "alendronate") if d in k.treatment["regimens"]]
+    choices = k.management("after_denosumab")
     return [OrderIssue(
         order, "denosumab-stop", "warning",
         "Denosumab is being stopped with no follow-on bisphosphonate: rebound vertebral fractures",

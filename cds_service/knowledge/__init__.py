@@ -160,6 +160,9 @@ class Knowledge:
     def number(self, key: str) -> Any:
         return self.raw["treatment"]["numbers"][key]["value"]
 
+    def management(self, key: str) -> list[str]:
+        return list(self.raw["treatment"]["management"][key]["value"])
+
     def guideline(self, key: str) -> dict[str, str]:
         return self.raw["guidelines"][key]
 
@@ -287,6 +290,10 @@ def _check_treatment(k: Knowledge, path: Path) -> None:
         for g in opt["guidelines"]:
             if g not in guidelines:
                 raise KnowledgeError(f"knowledge file {path}: options/{level}: unknown guideline {g!r}")
+    for key, entry in t["management"].items():
+        for d in entry["value"]:
+            if d not in t["regimens"]:
+                raise KnowledgeError(f"knowledge file {path}: management/{key}: no regimen for {d!r}")
     for i, c in enumerate(t["contraindications"]):
         where = f"knowledge file {path}: contraindications/{i} ({c['id']})"
         _check_when(k, c["when"], where)
