@@ -8,53 +8,41 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
+from werkzeug import Response
 
 from cds_service import create_app
-from cds_service.services.patient_view import SERVICE_ID
+from tests.http.fake_fhir import (
+    MINUS_4_1,
+    SERVICE_URL,
+    TOKEN,
+    FakeFhir,
+    fhir_json,
+    oo,
+    serve,
+    with_server,
+)
 
-SERVICE_URL = f"/cds-services/{SERVICE_ID}"
-TOKEN = "tok-123"
-AUTH = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read",
-        "subject": "cds-service"}
 HOOK_DEADLINE = 2.0
 READ_TIMEOUT = 0.5
 MARGIN = 1.0
-MINUS_4_1 = "\u22124.1"
 OPTIONAL = ["labs", "conditions", "medicationRequests"]
 REQUIRED = ["patient", "dxa"]
-
-
-def start_server() -> HTTPServer:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    return server
 
 
 @pytest.fixture(scope="module")
 def make_httpserver():
     """This module's FHIR server: threaded, so that a slow answer does not hold up the others."""
-    server = start_server()
-    yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
+    yield from serve()
 
 
 @pytest.fixture(scope="module")
 def other_server():
     """Another origin (same address, other port): nothing may be sent here."""
-    server = start_server()
-    yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
+    yield from serve()
 
 
 @pytest.fixture()
@@ -64,68 +52,6 @@ def other(other_server):
         {"resourceType": "Bundle", "type": "searchset", "entry": []})
     yield other_server
     other_server.clear()
-
-
-def fhir_json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, content_type="application/fhir+json")
-
-
-def oo(code: str, text: str) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
-
-
-class FakeFhir:
-    """Serves one scenario's data by prefetch key; ``faults[key]`` replaces a key's answer."""
-
-    def __init__(self, server: HTTPServer, prefetch: dict[str, Any], patient_id: str):
-        self.server = server
-        self.base = server.url_for("/fhir")
-        self.data = json.loads(json.dumps(prefetch))
-        self.pid = patient_id
-        self.faults: dict[str, Callable[[Request], Response]] = {}
-        self.pages: dict[str, Callable[[Request], Response]] = {}
-        self.seen: list[tuple[str | None, str]] = []
-        self.release = threading.Event()
-        self.inflight = 0
-        self._lock = threading.Lock()
-        server.expect_request(re.compile(r"^/fhir/")).respond_with_handler(self)
-
-    def key_for(self, request: Request) -> str | None:
-        path = request.path[len("/fhir/"):]
-        if path == f"Patient/{self.pid}":
-            return "patient"
-        codes = request.args.get("code", "")
-        if path == "Observation":
-            return "dxa" if "38267-1" in codes else "labs" if "17861-6" in codes else None
-        return {"MedicationRequest": "medicationRequests", "MedicationStatement": "medicationStatements",
-                "Condition": "conditions"}.get(path)
-
-    def __call__(self, request: Request) -> Response:
-        with self._lock:
-            self.inflight += 1
-        try:
-            key = self.key_for(request)
-            self.seen.append((key, request.full_path))
-            if request.path in self.pages:
-                return self.pages[request.path](request)
-            if key in self.faults:
-                return self.faults[key](request)
-            if key is None or key not in self.data:
-                return fhir_json(oo("not-found", "no such resource"), 404)
-            return fhir_json(self.data[key])
-        finally:
-            with self._lock:
-                self.inflight -= 1
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep in a handler; cut short when the test ends."""
-        self.release.wait(seconds)
-
-    def finish(self) -> None:
-        self.release.set()
-        end = time.monotonic() + 3
-        while self.inflight and time.monotonic() < end:
-            time.sleep(0.01)
 
 
 @pytest.fixture()
@@ -144,16 +70,6 @@ def client():
                       "cors_origins": "https://sandbox.cds-hooks.org"})
     yield app.test_client()
     app.extensions["cds_engine"].close()
-
-
-def with_server(fhir: FakeFhir, drop: tuple[str, ...] = (), **prefetch: Any) -> dict[str, Any]:
-    body = json.loads(json.dumps(fhir.request))
-    body["fhirServer"] = fhir.base
-    body["fhirAuthorization"] = dict(AUTH)
-    for key in drop:
-        del body["prefetch"][key]
-    body["prefetch"].update(prefetch)
-    return body
 
 
 def timed_post(client, body: Any, deadline: float = HOOK_DEADLINE):
@@ -322,7 +238,7 @@ def test_optional_key_failure_gives_a_card_naming_it(client, fhir, other, fault,
     fhir.faults[key] = FAULTS[fault](fhir, other)
     resp = timed_post(client, with_server(fhir, drop=(key,)))
     expect_card_naming(resp, key)
-    assert key in [k for k, _ in fhir.seen], "the key was not fetched"
+    assert key in fhir.keys_requested(), "the key was not fetched"
     assert other.log == [], "a request went to another origin"
 
 
@@ -332,7 +248,7 @@ def test_required_key_failure_is_412_naming_it(client, fhir, other, fault, key):
     fhir.faults[key] = FAULTS[fault](fhir, other)
     resp = timed_post(client, with_server(fhir, drop=(key,)))
     expect_412_naming(resp, key)
-    assert key in [k for k, _ in fhir.seen], "the key was not fetched"
+    assert key in fhir.keys_requested(), "the key was not fetched"
     assert other.log == [], "a request went to another origin"
 
 
@@ -385,7 +301,7 @@ def test_prefetched_next_page_failure(client, fhir, other, fault):
     resp = timed_post(client, body)
     expect_card_naming(resp, "labs")
     assert other.log == []
-    assert [p for _, p in fhir.seen][0].startswith("/fhir/_page/labs-2")
+    assert fhir.paths_requested()[0].startswith("/fhir/_page/labs-2")
 
 
 def _page_with_next(request, fhir, other, fault):

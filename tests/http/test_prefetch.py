@@ -8,97 +8,33 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from cds_service import create_app
-from cds_service.services.patient_view import SERVICE_ID, prefetch_templates
+from cds_service.services.patient_view import prefetch_templates
+from tests.http.fake_fhir import (
+    MINUS_4_1,
+    SERVICE_URL,
+    TOKEN,
+    FakeFhir,
+    fhir_json,
+    serve,
+    with_server,
+)
 
-SERVICE_URL = f"/cds-services/{SERVICE_ID}"
-TOKEN = "tok-123"
-AUTH = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read",
-        "subject": "cds-service"}
 KEYS = ["patient", "dxa", "labs", "medicationRequests", "medicationStatements", "conditions"]
-MINUS_4_1 = "\u22124.1"
 
 
 @pytest.fixture(scope="module")
 def make_httpserver():
     """This module's FHIR server: threaded, so that parallel fetches are not serialised by it."""
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
-
-
-def fhir_json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, content_type="application/fhir+json")
-
-
-class FakeFhir:
-    """Serves one scenario's data by prefetch key; ``faults[key]`` replaces a key's answer."""
-
-    def __init__(self, server: HTTPServer, prefetch: dict[str, Any], patient_id: str):
-        self.server = server
-        self.base = server.url_for("/fhir")
-        self.data = json.loads(json.dumps(prefetch))
-        self.pid = patient_id
-        self.faults: dict[str, Callable[[Request], Response]] = {}
-        self.pages: dict[str, Any] = {}  # path → body, for next links
-        self.seen: list[tuple[str | None, str, dict[str, str]]] = []
-        self.release = threading.Event()
-        self.inflight = 0
-        self._lock = threading.Lock()
-        server.expect_request(re.compile(r"^/fhir/")).respond_with_handler(self)
-
-    def key_for(self, request: Request) -> str | None:
-        path = request.path[len("/fhir/"):]
-        if path == f"Patient/{self.pid}":
-            return "patient"
-        codes = request.args.get("code", "")
-        if path == "Observation":
-            return "dxa" if "38267-1" in codes else "labs" if "17861-6" in codes else None
-        return {"MedicationRequest": "medicationRequests", "MedicationStatement": "medicationStatements",
-                "Condition": "conditions"}.get(path)
-
-    def __call__(self, request: Request) -> Response:
-        with self._lock:
-            self.inflight += 1
-        try:
-            key = self.key_for(request)
-            self.seen.append((key, request.full_path, dict(request.headers)))
-            if request.path in self.pages:
-                return fhir_json(self.pages[request.path])
-            if key in self.faults:
-                return self.faults[key](request)
-            if key is None or key not in self.data:
-                return fhir_json({"resourceType": "OperationOutcome",
-                                  "issue": [{"severity": "error", "code": "not-found"}]}, 404)
-            return fhir_json(self.data[key])
-        finally:
-            with self._lock:
-                self.inflight -= 1
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep in a handler; cut short when the test ends."""
-        self.release.wait(seconds)
-
-    def keys_requested(self) -> list[str | None]:
-        return [k for k, _, _ in self.seen]
-
-    def finish(self) -> None:
-        self.release.set()
-        end = time.monotonic() + 3
-        while self.inflight and time.monotonic() < end:
-            time.sleep(0.01)
+    yield from serve()
 
 
 @pytest.fixture()
@@ -116,16 +52,6 @@ def client():
     app = create_app({"hook_deadline": 2.0, "fhir_read_timeout": 1.0, "cors_origins": "https://sandbox.cds-hooks.org"})
     yield app.test_client()
     app.extensions["cds_engine"].close()
-
-
-def with_server(fhir: FakeFhir, drop: tuple[str, ...] = (), **prefetch: Any) -> dict[str, Any]:
-    body = json.loads(json.dumps(fhir.request))
-    body["fhirServer"] = fhir.base
-    body["fhirAuthorization"] = dict(AUTH)
-    for key in drop:
-        del body["prefetch"][key]
-    body["prefetch"].update(prefetch)
-    return body
 
 
 def post(client, body: Any):

@@ -9,13 +9,7 @@ import pytest
 
 from cds_service.clinical.facts import FactBuilder, Facts
 
-AS_OF = date(2026, 6, 1)
-PID = "p1"
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-ICD = "http://hl7.org/fhir/sid/icd-10-cm"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-UCUM = "http://unitsofmeasure.org"
+from .fhir_builders import AS_OF, ICD, LOINC, PID, RXNORM, SNOMED, UCUM
 
 _ids = itertools.count(1)
 

@@ -10,14 +10,9 @@ import pytest
 from cds_service.clinical.facts import FactBuilder
 from cds_service.clinical.interpretation import Interpretation, interpret
 
-AS_OF = date(2026, 6, 1)
+from .fhir_builders import AS_OF, ICD, LOINC, PID, RXNORM, SNOMED, UCUM
+
 EXAM = AS_OF - timedelta(days=14)  # 2026-05-18: the date of the current DXA exam in most tests
-PID = "p1"
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-ICD = "http://hl7.org/fhir/sid/icd-10-cm"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-UCUM = "http://unitsofmeasure.org"
 
 T_CODE = {"spine": "38267-1", "hip": "38264-8", "neck": "38263-0", "radius": "80944-2", "calcaneus": "38266-3",
           "unstated": "38265-5"}
