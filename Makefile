@@ -48,6 +48,7 @@ run: install
 # for the CDS Hooks sandbox in a browser: authentication on, trusting the sandbox's (public) key
 run-sandbox: install
 	CDS_SANDBOX_ISSUER=true CDS_FHIR_SERVER_ALLOWLIST='*' CDS_CORS_ORIGINS=https://sandbox.cds-hooks.org \
+	CDS_CORS_PRIVATE_NETWORK=true \
 	$(BIN)/cds-service serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: install fhir-server browser

@@ -43,7 +43,8 @@ def create_app(config: Mapping[str, Any] | None = None):
                     "trusted; development only")
     origins = settings.cors_origin_list
     CORS(app, origins="*" if origins == ["*"] else origins, methods=["GET", "POST", "OPTIONS"],
-         allow_headers=["Authorization", "Content-Type"], max_age=600)
+         allow_headers=["Authorization", "Content-Type"], max_age=600,
+         allow_private_network=settings.cors_private_network)
     app.extensions["cds_store"] = _store(settings, log)
     register_errors(app)
     app.register_blueprint(bp)

@@ -25,6 +25,9 @@ class Settings:
     max_body_bytes: int = 5 * 1024 * 1024
     # comma-separated origins allowed by CORS; "*" allows any origin
     cors_origins: str = "https://sandbox.cds-hooks.org"
+    # answer Chrome's Private Network Access preflight, so that a public page (the CDS Hooks
+    # sandbox) may call a service on the developer's own machine
+    cors_private_network: bool = False
     # outbound FHIR requests
     fhir_connect_timeout: float = 3.0
     fhir_read_timeout: float = 5.0

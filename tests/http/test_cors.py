@@ -95,3 +95,19 @@ def test_wildcard_allows_any_origin():
     assert "authorization" in header_set(resp.headers.get("Access-Control-Allow-Headers"))
     resp = client.get("/cds-services", headers={"Origin": "https://anything.example.net"})
     assert resp.headers.get("Access-Control-Allow-Origin") in ("*", "https://anything.example.net")
+
+
+def _pna_preflight(client):
+    return client.options("/cds-services/bone-health-patient-view", headers={
+        "Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Private-Network": "true"})
+
+
+def test_private_network_preflight_answered_when_configured():
+    from cds_service import create_app
+
+    on = _pna_preflight(create_app({"cors_origins": "https://sandbox.cds-hooks.org",
+                                    "cors_private_network": True}).test_client())
+    assert on.headers.get("Access-Control-Allow-Private-Network") == "true"
+    off = _pna_preflight(create_app({"cors_origins": "https://sandbox.cds-hooks.org"}).test_client())
+    assert off.headers.get("Access-Control-Allow-Private-Network", "false") == "false"
