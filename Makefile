@@ -41,7 +41,7 @@ browser:
 # development: authentication off (a warning is logged at start), any fhirServer, any browser origin.
 # Production runs `cds-service serve` with the settings in the README (authentication on by default).
 DEV_ENV := CDS_AUTH_DISABLED=true CDS_FHIR_SERVER_ALLOWLIST='*' CDS_ALLOW_HTTP_FHIR=true CDS_CORS_ORIGINS='*' \
-	CDS_CONSOLE=true CDS_LOG_FORMAT=text
+	CDS_CONSOLE=true CDS_LOG_FORMAT=text CDS_CORS_PRIVATE_NETWORK=true
 run: install
 	$(DEV_ENV) $(BIN)/cds-service serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
