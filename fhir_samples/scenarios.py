@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +17,6 @@ from typing import Any, Callable
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
-SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 DXA = {
@@ -50,7 +49,6 @@ class Scenario:
     sex: str
     age: int
     build: Callable[["Builder"], None]
-    must: list[str] = field(default_factory=list)
 
 
 class Builder:

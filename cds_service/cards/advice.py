@@ -82,7 +82,8 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
         lines += ["", "Denosumab is a long-term commitment: never stop it or delay a dose beyond 7 months without a "
                   "follow-on bisphosphonate (rebound vertebral fractures)."]
     if plan.labs_to_check:
-        lines += ["", "Before the first dose, check: " + ", ".join(plan.labs_to_check) + " (no result in the last 12 months)."]
+        lines += ["", "Before the first dose, check: " + ", ".join(plan.labs_to_check)
+                  + f" (no result in the last {k.threshold('lab_max_age_months')} months)."]
     reason = f"{risk}" + (f": lowest T-score {fmt(advice.interp.lowest_t.value)}" if advice.interp.lowest_t else "")
     suggestions = [
         suggestion(_order_label(k, d),
@@ -109,12 +110,12 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
         if f.kind == "secondary_cause" and advice.interp.diagnosis not in (
                 "osteoporosis", "low_bone_mass", "below_expected_range"):
             continue
-        if f.id == "male-sex":
+        if not f.safety_card:
             continue  # a labelling restriction, shown on the treatment card, not a safety finding
         groups.setdefault(f.id, []).append(f)
     cards = []
     pid = facts.patient.id
-    for fid, fs in groups.items():
+    for fs in groups.values():
         secondary = next((f for f in fs if f.kind == "secondary_cause"), None)
         contra = next((f for f in fs if f.kind == "contraindication"), None)
         title = secondary.message if secondary else contra.message  # type: ignore[union-attr]

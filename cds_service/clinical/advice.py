@@ -26,6 +26,7 @@ class Finding:
     warns: list[str] = field(default_factory=list)
     suggest: str | None = None
     kind: str = "contraindication"  # or secondary_cause
+    safety_card: bool = True  # False for a labelling restriction shown on the treatment card only
 
 
 @dataclass
@@ -185,7 +186,8 @@ def findings(facts: Facts, k: Knowledge) -> list[Finding]:
             ok, evidence = bool(found), [f"{x.display} ({x.code}, {x.resource})" for x in found]
         if ok:
             out.append(Finding(c["id"], c["message"], c["action"], c["source"], evidence,
-                               list(c.get("blocks", [])), list(c.get("warns", []))))
+                               list(c.get("blocks", [])), list(c.get("warns", [])),
+                               safety_card=c.get("safety_card", True)))
     for c in k.treatment["secondary_causes"]:
         ok, evidence = ev.check(c["when"])
         if ok:
@@ -194,10 +196,12 @@ def findings(facts: Facts, k: Knowledge) -> list[Finding]:
     return out
 
 
-def _missing_labs(facts: Facts, k: Knowledge) -> list[dict[str, Any]]:
+def missing_labs(facts: Facts, k: Knowledge, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lab entries of a knowledge list (each met by any of its analytes) with no result in the
+    last ``lab_max_age_months`` (rules §1: an older lab counts as missing)."""
     max_months = float(k.threshold("lab_max_age_months"))
     missing = []
-    for lab in k.treatment["labs_for_workup"]:
+    for lab in entries:
         analytes = lab["analyte"] if isinstance(lab["analyte"], list) else [lab["analyte"]]
         recent = [x for a in analytes for x in facts.labs.get(a, [])
                   if x.date <= facts.as_of and months_between(x.date, facts.as_of) <= max_months]
@@ -225,8 +229,8 @@ def plan_treatment(interp: Interpretation, facts: Facts, k: Knowledge, found: li
     offered = [d for d in candidates if d not in blocked]
     not_offered = {d: blocked[d] for d in candidates if d in blocked}
     recommended = next((d for d in offered if d in opt["first"]), offered[0] if offered else None)
-    labs_to_check = [lab["display"] for lab in _missing_labs(facts, k)
-                     if lab["analyte"] in ("calcium", "vitamin_d") or isinstance(lab["analyte"], list)]
+    labs_to_check = [lab["display"] for lab in
+                     missing_labs(facts, k, k.treatment["orders"]["labs_before_first_dose"])]
     return TreatmentPlan(level, offered, recommended, not_offered, {d: warned[d] for d in offered if d in warned},
                          opt["note"], list(opt["guidelines"]), labs_to_check)
 
@@ -375,7 +379,7 @@ def monitoring(interp: Interpretation, facts: Facts, k: Knowledge, plan: Treatme
     notes: list[str] = []
     if interp.diagnosis not in ("osteoporosis", "low_bone_mass", "below_expected_range"):
         return orders, notes
-    for lab in _missing_labs(facts, k):
+    for lab in missing_labs(facts, k, k.treatment["labs_for_workup"]):
         orders.append(Order(lab["loinc"], lab["display"],
                             f"no result in the last {k.threshold('lab_max_age_months')} months (secondary causes work-up)"))
     low = interp.lowest_t

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..knowledge import Knowledge
-from .advice import Finding
+from .advice import Finding, missing_labs
 from .facts import FactBuilder, Facts, MedicationFact, months_between
 from .interpretation import Interpretation
 
@@ -176,7 +176,8 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
                     replace_with=_alternatives(order.drug, interp, found, set(active), k), remove=True))
         # labs before the first dose
         if order.drug not in history:
-            missing = _missing_before_first_dose(facts, k)
+            missing = [{**lab, "name": k.analyte(lab["analyte"][0])["label"].split(",")[0]}
+                       for lab in missing_labs(facts, k, cfg["labs_before_first_dose"])]
             if missing:
                 issues.append(OrderIssue(
                     order, "missing-labs", "warning",
@@ -186,17 +187,6 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
                      "before starting (hypocalcaemia, dosing by kidney function)."],
                     ["BHOF-2022", "LABELS"], lab_orders=missing))
     return issues
-
-
-def _missing_before_first_dose(facts: Facts, k: Knowledge) -> list[dict[str, Any]]:
-    max_months = float(k.threshold("lab_max_age_months"))
-    out = []
-    for lab in k.treatment["orders"]["labs_before_first_dose"]:
-        recent = [x for a in lab["analyte"] for x in facts.labs.get(a, [])
-                  if x.date <= facts.as_of and months_between(x.date, facts.as_of) <= max_months]
-        if not recent:
-            out.append({**lab, "name": k.analyte(lab["analyte"][0])["label"].split(",")[0]})
-    return out
 
 
 def _finding_lines(findings: list[Finding]) -> list[str]:

@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import time
 import uuid
@@ -304,7 +303,3 @@ def from_settings(settings: Any) -> Store:
     if settings.audit_hash_ids and not settings.audit_hash_key:
         raise ValueError("CDS_AUDIT_HASH_IDS=true needs CDS_AUDIT_HASH_KEY (a secret for the HMAC of the ids)")
     return Store(url, settings.audit_hash_ids, settings.audit_hash_key, settings.audit_retention_days)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")
