@@ -158,9 +158,6 @@ def management_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[st
                                    [{"type": "create", "description": f"Draft order: {reg['text']}",
                                      "resource": medication_request(k, d, pid, m.summary)}],
                                    recommended=False if m.continue_drug else (d == m.suggest[0])))
-        for s in sugg:
-            if not s["actions"]:
-                del s["actions"]
         out.append(card(k, topic="therapy-management", indicator=m.indicator, summary=m.summary,
                         detail="\n".join(lines) + data_notes(facts), guidelines=m.guidelines,
                         suggestions=sugg or None, selection_behavior="at-most-one" if sugg else None))

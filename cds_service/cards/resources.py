@@ -11,6 +11,8 @@ import json
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
@@ -25,7 +27,7 @@ def _validated(model: Any, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fill(template: str, patient_id: str, reason: str) -> dict[str, Any]:
-    out = json.loads(template)  # a fresh copy; faster than deepcopy for plain JSON
+    out = orjson.loads(template)  # a fresh copy; faster than deepcopy for plain JSON
     out["subject"] = {"reference": f"Patient/{patient_id}"}
     out["reasonCode"] = [{"text": reason}]
     return out
