@@ -16,6 +16,8 @@ from typing import Any, Iterable
 from ..knowledge import Knowledge
 
 FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+PATIENT_REF = re.compile(r"(?:^|/)Patient/([^/]+?)(?:/_history/[^/]+)?$")
+DRUG_MEMO_SIZE = 4096  # medication concepts remembered per process (they repeat across patients)
 
 
 def parse_date(value: Any) -> date | None:
@@ -226,6 +228,7 @@ class FactBuilder:
         self.k = knowledge
         self.loinc = knowledge.system["loinc"]
         self.counted_status = set(knowledge.threshold("observation_status_counted"))
+        self._drug_memo: dict[tuple[Any, ...], str | None] = {}
 
     # -- entry point -----------------------------------------------------------------------
     def build(self, patient: dict[str, Any], resources: Iterable[dict[str, Any]], as_of: date,
@@ -234,7 +237,7 @@ class FactBuilder:
         seen: set[tuple[str, str]] = set()
         # lab results are picked by code first and read newest first (see _read_labs): a long
         # history costs a sort of strings, not a full reading of every old result
-        deferred: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        deferred: dict[str, list[tuple[str, dict[str, Any], list[str]]]] = {}
         for r in resources:
             if not isinstance(r, dict):
                 continue
@@ -245,11 +248,12 @@ class FactBuilder:
                 seen.add((rtype, rid))
             try:
                 if rtype == "Observation":
-                    analyte = self._lab_only(r)
+                    codes = self._loinc_codes(r.get("code"))
+                    analyte = self._lab_only(r, codes)
                     if analyte:
-                        deferred.setdefault(analyte, []).append((_effective_key(r), r))
+                        deferred.setdefault(analyte, []).append((_effective_key(r), r, codes))
                     else:
-                        self._observation(r, facts)
+                        self._observation(r, facts, codes)
                 elif rtype == "Condition":
                     self._condition(r, facts)
                 elif rtype in ("MedicationRequest", "MedicationStatement"):
@@ -264,9 +268,8 @@ class FactBuilder:
         facts.medications.sort(key=lambda m: (m.start or date.min))
         return facts
 
-    def _lab_only(self, obs: dict[str, Any]) -> str | None:
+    def _lab_only(self, obs: dict[str, Any], codes: list[str]) -> str | None:
         """The analyte of an Observation that is a lab result and nothing else the rules read."""
-        codes = self._loinc_codes(obs.get("code"))
         lab = next((c for c in codes if c in self.k.lab_by_code), None)
         if lab is None or any(c in self.k.dxa_by_code or c in self.k.dxa_panel_codes or c in self.k.frax_codes
                               for c in codes):
@@ -276,7 +279,7 @@ class FactBuilder:
             return None
         return self.k.lab_by_code[lab]
 
-    def _read_labs(self, deferred: dict[str, list[tuple[str, dict[str, Any]]]], facts: Facts) -> None:
+    def _read_labs(self, deferred: dict[str, list[tuple[str, dict[str, Any], list[str]]]], facts: Facts) -> None:
         """Read each analyte's results newest first: every result of the last 12 months (so that a
         recent unusable one is reported), and back until one usable result is found. Older results
         are superseded by that one and are not read (the latest value wins, rules §1)."""
@@ -284,11 +287,11 @@ class FactBuilder:
         cutoff = months_after(facts.as_of, -months).isoformat()
         for analyte, items in deferred.items():
             items.sort(key=lambda t: t[0], reverse=True)
-            for key, r in items:
+            for key, r, codes in items:
                 if key and key < cutoff and facts.labs.get(analyte):
                     break
                 try:
-                    self._observation(r, facts)
+                    self._observation(r, facts, codes)
                 except (AttributeError, TypeError, ValueError, KeyError, OverflowError):
                     facts.ignored.append(Ignored(_ref(r), "malformed: an element does not have its FHIR R4 type"))
 
@@ -298,7 +301,7 @@ class FactBuilder:
         for key in ("subject", "patient"):
             ref = resource.get(key)
             if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-                m = re.search(r"(?:^|/)Patient/([^/]+?)(?:/_history/[^/]+)?$", ref["reference"])
+                m = PATIENT_REF.search(ref["reference"])
                 if m and facts.patient.id and m.group(1) != facts.patient.id:
                     facts.ignored.append(Ignored(_ref(resource), f"refers to Patient/{m.group(1)}, not this patient"))
                     return True
@@ -314,8 +317,9 @@ class FactBuilder:
         return [c["code"] for c in _codings(concept)
                 if c.get("system") == self.loinc and isinstance(c.get("code"), str)]
 
-    def _observation(self, obs: dict[str, Any], facts: Facts) -> None:
-        codes = self._loinc_codes(obs.get("code"))
+    def _observation(self, obs: dict[str, Any], facts: Facts, codes: list[str] | None = None) -> None:
+        if codes is None:
+            codes = self._loinc_codes(obs.get("code"))
         dxa = next((c for c in codes if c in self.k.dxa_by_code), None)
         panel = any(c in self.k.dxa_panel_codes for c in codes)
         lab = next((c for c in codes if c in self.k.lab_by_code), None)
@@ -525,12 +529,26 @@ class FactBuilder:
             end=end, resource=ref, display=_display(concept) or d.label))
 
     def match_drug(self, concept: Any) -> str | None:
-        """The knowledge key of the drug a medicationCodeableConcept names, or None."""
+        """The knowledge key of the drug a medicationCodeableConcept names, or None. The answer
+        depends only on the concept's RxNorm codes and its words, so it is remembered by those:
+        the same few hundred medication concepts recur across patients."""
         codings = _codings(concept)
         codes = [c.get("code") for c in codings if c.get("system") == self.k.system["rxnorm"]]
+        text = _text_of(concept).lower()
+        key = (tuple(c if isinstance(c, str) else repr(c) for c in codes), text)
+        try:
+            return self._drug_memo[key]
+        except KeyError:
+            pass
+        found = self._match_drug(codes, text)
+        if len(self._drug_memo) >= DRUG_MEMO_SIZE:
+            self._drug_memo.clear()
+        self._drug_memo[key] = found
+        return found
+
+    def _match_drug(self, codes: list[Any], text: str) -> str | None:
         if any(code in self.k.excluded_drug_codes for code in codes):
             return None
-        text = _text_of(concept).lower()
         if any(n in text for n in self.k.excluded_drug_names):
             return None
         if any(all(w in text for w in words) for words in self.k.excluded_name_sets):
