@@ -56,7 +56,9 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("child_exit", child_exit)
 
         def load(self):
-            return create_app(overrides)
+            app = create_app(overrides)
+            tune_gc()
+            return app
 
     # the app is built once here so that a broken knowledge file or setting stops start-up
     try:
@@ -70,6 +72,25 @@ def _serve(args: argparse.Namespace) -> int:
         if own_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a worker, once its application is loaded.
+
+    Every hook call parses a request of tens of thousands of small objects, which with the default
+    threshold (700) runs a collection on nearly every call; almost all of them are freed by
+    reference counting, not by the collector. ``gc.freeze()`` moves the application's long-lived
+    objects (knowledge, schemas, templates) out of the collector's scans, and a first-generation
+    threshold of 5,000 lets a call finish before a collection (measured: about 0.2 ms less per hook
+    call, see README, Benchmarks). Reference cycles are still collected."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 10, 10)
+
+
+GC_THRESHOLD = 5000
 
 
 def bundle_to_request(bundle: dict[str, Any], patient_id: str | None, templates: dict[str, str],
