@@ -229,6 +229,9 @@ class FactBuilder:
         self.loinc = knowledge.system["loinc"]
         self.counted_status = set(knowledge.threshold("observation_status_counted"))
         self._drug_memo: dict[tuple[Any, ...], str | None] = {}
+        # codes that make an Observation more than a lab result (DXA scores, panels, FRAX)
+        self._not_lab_only = frozenset(knowledge.dxa_by_code) | frozenset(knowledge.dxa_panel_codes) \
+            | frozenset(knowledge.frax_codes)
 
     # -- entry point -----------------------------------------------------------------------
     def build(self, patient: dict[str, Any], resources: Iterable[dict[str, Any]], as_of: date,
@@ -270,14 +273,14 @@ class FactBuilder:
 
     def _lab_only(self, obs: dict[str, Any], codes: list[str]) -> str | None:
         """The analyte of an Observation that is a lab result and nothing else the rules read."""
-        lab = next((c for c in codes if c in self.k.lab_by_code), None)
-        if lab is None or any(c in self.k.dxa_by_code or c in self.k.dxa_panel_codes or c in self.k.frax_codes
-                              for c in codes):
+        lab_by_code = self.k.lab_by_code
+        lab = next((c for c in codes if c in lab_by_code), None)
+        if lab is None or not self._not_lab_only.isdisjoint(codes):
             return None
         text = obs["code"].get("text") if isinstance(obs.get("code"), dict) else None
         if isinstance(text, str) and "frax" in text.lower():
             return None
-        return self.k.lab_by_code[lab]
+        return lab_by_code[lab]
 
     def _read_labs(self, deferred: dict[str, list[tuple[str, dict[str, Any], list[str]]]], facts: Facts) -> None:
         """Read each analyte's results newest first: every result of the last 12 months (so that a
@@ -314,8 +317,12 @@ class FactBuilder:
 
     # -- observations ----------------------------------------------------------------------
     def _loinc_codes(self, concept: Any) -> list[str]:
-        return [c["code"] for c in _codings(concept)
-                if c.get("system") == self.loinc and isinstance(c.get("code"), str)]
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        if not isinstance(codings, list):
+            return []
+        loinc = self.loinc
+        return [c["code"] for c in codings
+                if isinstance(c, dict) and c.get("system") == loinc and isinstance(c.get("code"), str)]
 
     def _observation(self, obs: dict[str, Any], facts: Facts, codes: list[str] | None = None) -> None:
         if codes is None:
