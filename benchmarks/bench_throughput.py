@@ -10,7 +10,7 @@ import argparse
 import json
 import statistics
 
-from common import HOOK_PATH, THREADS, WORKERS, Server, hook_body, percentile, typical_chart, verdict
+from common import HOOK_PATH, THREADS, WORKERS, Server, cpu_seconds, hook_body, percentile, typical_chart, verdict
 from loadgen import run
 
 
@@ -24,14 +24,18 @@ def main() -> int:
     with Server(workers=a.workers, threads=a.threads) as srv:
         run(srv.port, "GET", "/healthz", seconds=2)  # warm-up
         run(srv.port, "POST", HOOK_PATH, body, {"Content-Type": "application/json"}, seconds=2)
+        pids = srv.worker_pids()
+        c0 = cpu_seconds(pids)
         base = run(srv.port, "GET", "/healthz", seconds=a.seconds)
+        c1 = cpu_seconds(pids)
         hook = run(srv.port, "POST", HOOK_PATH, body, {"Content-Type": "application/json"}, seconds=a.seconds)
+        c2 = cpu_seconds(pids)
     print(f"3. throughput: 16 keep-alive clients for {a.seconds:g} s each, gunicorn {a.workers} workers x "
           f"{a.threads} threads (gthread)")
-    for name, r in (("baseline GET /healthz", base), ("patient-view hook", hook)):
+    for name, r, cpu in (("baseline GET /healthz", base, c1 - c0), ("patient-view hook", hook, c2 - c1)):
         p50, p99 = statistics.median(r.latencies_ms), percentile(r.latencies_ms, 99)
         print(f"  {name:22s} {r.throughput:8.1f} req/s  ok {r.ok}  errors {r.errors}  p50 {p50:.2f} ms  "
-              f"p99 {p99:.2f} ms  p99/p50 {p99 / p50:.1f}")
+              f"p99 {p99:.2f} ms  p99/p50 {p99 / p50:.1f}  workers' CPU {1000 * cpu / max(r.ok, 1):.2f} ms/request")
     print(verdict("hook throughput / baseline throughput", hook.throughput / base.throughput, 0.40,
                   lower_is_better=False))
     print(f"  errors: {hook.errors + base.errors}  (target 0: {'met' if hook.errors + base.errors == 0 else 'NOT met'})")

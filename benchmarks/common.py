@@ -31,7 +31,7 @@ from fhir_samples.scenarios import SCENARIOS, Builder  # noqa: E402
 
 HOOK_PATH = f"/cds-services/{SERVICE_ID}"
 # the configuration the README recommends for one 2-core machine (see README, Benchmarks)
-WORKERS, THREADS = 2, 4
+WORKERS, THREADS = 2, 2
 
 
 def free_port() -> int:
@@ -105,6 +105,18 @@ class Server:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:

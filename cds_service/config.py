@@ -20,7 +20,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2
-    threads: int = 4
+    threads: int = 2
     # largest accepted request body, bytes
     max_body_bytes: int = 5 * 1024 * 1024
     # comma-separated origins allowed by CORS; "*" allows any origin
