@@ -45,10 +45,18 @@ def _thread(port: int, method: str, path: str, body: bytes | None, headers: dict
     out.append((ok, errors, lat))
 
 
+_start: "mp.synchronize.Barrier | None" = None
+
+
+def _init(barrier) -> None:
+    global _start
+    _start = barrier
+
+
 def _process(args: tuple) -> tuple[int, int, list[float], float, float]:
-    port, method, path, body, headers, seconds, budget, threads, start_at = args
-    while time.time() < start_at:  # every process starts together
-        time.sleep(0.001)
+    port, method, path, body, headers, seconds, budget, threads = args
+    assert _start is not None
+    _start.wait(timeout=120)  # every process starts together, whenever the slowest is ready
     began = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the machine
     deadline = began + seconds
     out: list = []
@@ -65,12 +73,11 @@ def run(port: int, method: str, path: str, body: bytes | None = None, headers: d
         seconds: float = 30.0, processes: int = 4, threads: int = 4, budget_per_thread: int = 10**9) -> Result:
     headers = dict(headers or {})
     ctx = mp.get_context("spawn")
-    with ctx.Pool(processes) as pool:
-        pool.map(time.sleep, [0] * processes)  # the processes are up before the clock starts
-        start_at = time.time() + 1.0
-        args = (port, method, path, body, headers, seconds, budget_per_thread, threads, start_at)
-        parts = pool.map(_process, [args] * processes)
-    # the measured window: from the first process's start to the last one's end, without the
+    args = (port, method, path, body, headers, seconds, budget_per_thread, threads)
+    # each process takes exactly one task: it blocks at the barrier until all have theirs
+    with ctx.Pool(processes, initializer=_init, initargs=(ctx.Barrier(processes),)) as pool:
+        parts = pool.map(_process, [args] * processes, chunksize=1)
+    # the measured window: from the clients' common start to the last one's end, without the
     # time it takes to start the processes
     elapsed = max(p[4] for p in parts) - min(p[3] for p in parts)
     return Result(sum(p[0] for p in parts), sum(p[1] for p in parts), max(elapsed, 1e-9), [x for p in parts for x in p[2]])

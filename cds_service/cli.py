@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, or CDS_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8080, or CDS_PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (default 2, or CDS_WORKERS)")
-    serve.add_argument("--threads", type=int, help="threads per worker (default 4, or CDS_THREADS)")
+    serve.add_argument("--threads", type=int, help="threads per worker (default 2, or CDS_THREADS)")
     ev = sub.add_parser("evaluate", help="run the patient-view service on a FHIR Bundle and print the cards")
     ev.add_argument("bundle", help="a FHIR R4 Bundle (JSON) holding a Patient and related resources")
     ev.add_argument("--patient", help="the Patient id, when the bundle holds several")

@@ -18,6 +18,7 @@ from ..knowledge import Knowledge
 FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 PATIENT_REF = re.compile(r"(?:^|/)Patient/([^/]+?)(?:/_history/[^/]+)?$")
 DRUG_MEMO_SIZE = 4096  # medication concepts remembered per process (they repeat across patients)
+DRUG_MEMO_TEXT = 300  # longest concept text remembered: the memo's memory stays small whatever is sent
 
 
 def parse_date(value: Any) -> date | None:
@@ -542,7 +543,9 @@ class FactBuilder:
         codings = _codings(concept)
         codes = [c.get("code") for c in codings if c.get("system") == self.k.system["rxnorm"]]
         text = _text_of(concept).lower()
-        key = (tuple(c if isinstance(c, str) else repr(c) for c in codes), text)
+        if len(text) > DRUG_MEMO_TEXT or not all(isinstance(c, str) for c in codes):
+            return self._match_drug(codes, text)  # unusual concepts are not remembered
+        key = (tuple(codes), text)
         try:
             return self._drug_memo[key]
         except KeyError:

@@ -67,6 +67,23 @@ def test_remembered_drug_matches_equal_fresh_ones(knowledge):
                 facts_module._text_of(concept).lower())
 
 
+def test_a_malformed_code_does_not_change_later_answers(knowledge):
+    """A number where RxNorm's code string belongs never matches by code; it must not be
+    remembered as if it were that string (the memo is shared by every call in a worker)."""
+    fb = FactBuilder(knowledge)
+    good = {"coding": [{"system": RXNORM, "code": "46041"}]}
+    assert FactBuilder(knowledge).match_drug(good) == "alendronate"
+    assert fb.match_drug({"coding": [{"system": RXNORM, "code": 46041}]}) is None
+    assert fb.match_drug(good) == "alendronate"
+    assert fb.match_drug({"coding": [{"system": RXNORM, "code": 46041}]}) is None
+
+
+def test_long_concept_texts_are_not_remembered(knowledge):
+    fb = FactBuilder(knowledge)
+    assert fb.match_drug({"text": "alendronate " + "x" * (facts_module.DRUG_MEMO_TEXT + 1)}) == "alendronate"
+    assert fb._drug_memo == {}
+
+
 def test_the_drug_memo_is_bounded(knowledge, monkeypatch):
     monkeypatch.setattr(facts_module, "DRUG_MEMO_SIZE", 10)
     fb = FactBuilder(knowledge)
