@@ -61,7 +61,8 @@ class Server:
         exe = shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
         self.log = open(os.path.join(self.data, "server.log"), "wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
-        full_env.update({"CDS_LOG_LEVEL": "WARNING", "CDS_AUTH_DISABLED": "true", "CDS_DATA_DIR": self.data})
+        # the recommended settings, with their INFO request log (one JSON line per call, to server.log)
+        full_env.update({"CDS_AUTH_DISABLED": "true", "CDS_DATA_DIR": self.data})
         full_env.update(env or {})
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(self.port),

@@ -85,10 +85,13 @@ class Evaluator:
     def __init__(self, facts: Facts, k: Knowledge):
         self.f = facts
         self.k = k
+        self._calcium: list[Lab | None] = []  # computed once: many predicates read calcium
 
     def lab(self, analyte: str) -> Lab | None:
         if analyte == "calcium":
-            return self.calcium()
+            if not self._calcium:
+                self._calcium.append(self.calcium())
+            return self._calcium[0]
         return self.f.latest_lab(analyte)
 
     def calcium(self) -> Lab | None:
@@ -168,7 +171,7 @@ class Evaluator:
             ok = self.f.patient.sex == value
             return ok, [f"sex recorded as {self.f.patient.sex}"] if ok else []
         if kind == "pth_high_with_calcium_high_normal":
-            pth, ca = self.f.latest_lab("pth"), self.calcium()
+            pth, ca = self.f.latest_lab("pth"), self.lab("calcium")
             if pth is None or ca is None:
                 return False, []
             ok = self.above_range(pth) and ca.value >= float(self.k.number("calcium_high_normal"))

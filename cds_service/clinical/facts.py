@@ -460,9 +460,11 @@ class FactBuilder:
                 continue
             if system == self.k.system["icd10cm"]:
                 norm = code.replace(".", "").upper()
-                for prefix, concept, site in self.k.icd_prefixes:
-                    if norm.startswith(prefix):
-                        match = (concept, site, c)
+                lengths, index = self.k.icd_prefix_index
+                for n in lengths:  # the longest listed prefix of the code
+                    hit = index.get(norm[:n]) if len(norm) >= n else None
+                    if hit:
+                        match = (hit[0], hit[1], c)
                         break
             elif system == self.k.system["snomed"] and code in self.k.snomed_concepts:
                 concept, site = self.k.snomed_concepts[code]

@@ -103,6 +103,15 @@ class Knowledge:
         return out
 
     @cached_property
+    def icd_prefix_index(self) -> tuple[tuple[int, ...], dict[str, tuple[str, str | None]]]:
+        """icd_prefixes as (prefix lengths, longest first; prefix → (concept, fracture site)): a code
+        is matched by a few dictionary lookups instead of a scan of every prefix."""
+        index: dict[str, tuple[str, str | None]] = {}
+        for prefix, concept, site in self.icd_prefixes:
+            index.setdefault(prefix, (concept, site))  # the first listed wins, as in the scan
+        return tuple(sorted({len(p) for p in index}, reverse=True)), index
+
+    @cached_property
     def snomed_concepts(self) -> dict[str, tuple[str, str | None]]:
         out: dict[str, tuple[str, str | None]] = {}
         for key, c in self.raw["conditions"]["concepts"].items():

@@ -103,3 +103,16 @@ def test_tune_gc_freezes_and_raises_the_threshold():
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_icd_codes_match_the_longest_listed_prefix_as_a_scan_would(knowledge):
+    lengths, index = knowledge.icd_prefix_index
+    listed = {p for p, _, _ in knowledge.icd_prefixes}
+    # every listed prefix, each extended, shortened and with junk, against the plain scan
+    probes = set()
+    for p in listed:
+        probes |= {p, p + "0", p + "XA", p[:-1], p[:2], "Z" + p}
+    for code in sorted(probes):
+        scan = next(((c, s) for p, c, s in knowledge.icd_prefixes if code.startswith(p)), None)
+        fast = next((index[code[:n]] for n in lengths if len(code) >= n and code[:n] in index), None)
+        assert fast == scan, code
