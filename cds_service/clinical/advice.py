@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from typing import Any
 
 from ..knowledge import Knowledge
@@ -85,15 +86,13 @@ class Evaluator:
     def __init__(self, facts: Facts, k: Knowledge):
         self.f = facts
         self.k = k
-        self._calcium: list[Lab | None] = []  # computed once: many predicates read calcium
 
     def lab(self, analyte: str) -> Lab | None:
         if analyte == "calcium":
-            if not self._calcium:
-                self._calcium.append(self.calcium())
-            return self._calcium[0]
+            return self.calcium
         return self.f.latest_lab(analyte)
 
+    @cached_property  # worked out once per evaluation: many predicates read calcium
     def calcium(self) -> Lab | None:
         """Albumin-corrected calcium when it can be had (recorded or computed), else total calcium."""
         total = self.f.latest_lab("calcium")

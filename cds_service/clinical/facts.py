@@ -325,9 +325,8 @@ class FactBuilder:
         return [c["code"] for c in codings
                 if isinstance(c, dict) and c.get("system") == loinc and isinstance(c.get("code"), str)]
 
-    def _observation(self, obs: dict[str, Any], facts: Facts, codes: list[str] | None = None) -> None:
-        if codes is None:
-            codes = self._loinc_codes(obs.get("code"))
+    def _observation(self, obs: dict[str, Any], facts: Facts, codes: list[str]) -> None:
+        """``codes``: the Observation's LOINC codes, read once by ``build``."""
         dxa = next((c for c in codes if c in self.k.dxa_by_code), None)
         panel = any(c in self.k.dxa_panel_codes for c in codes)
         lab = next((c for c in codes if c in self.k.lab_by_code), None)

@@ -191,7 +191,7 @@ def test_calcium_interpretation_normal_flag_overrides_value(run):
 def test_albumin_corrected_calcium_is_computed(run, knowledge):
     res = [t("spine", -2.6), *labs(calcium=8.3), lab("albumin", 3.0)]
     interp, facts = build(knowledge, *res)
-    ca = Evaluator(facts, knowledge).calcium()
+    ca = Evaluator(facts, knowledge).calcium
     assert ca.value == pytest.approx(9.1)
     assert "corrected" in ca.label
     a = advise(interp, facts, knowledge)
