@@ -190,7 +190,7 @@ def supportive_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any
     if vit_d:
         lines.append(f"- {vit_d.label} {vit_d.value:g} {vit_d.unit} on {vit_d.date.isoformat()} ({vit_d.resource})")
     return card(k, topic="supportive-care", indicator="info",
-                summary="Calcium 1,000-1,200 mg/day, vitamin D 800-1,000 IU/day, exercise and fall prevention",
+                summary=k.treatment["supportive"]["summary"],
                 detail="\n".join(lines) + data_notes(facts), guidelines=["BHOF-2022"])
 
 

@@ -16,11 +16,12 @@ SELECT_ID = "bone-health-order-select"
 SIGN_ID = "bone-health-order-sign"
 
 
-def _handler(use_selections: bool):
+def _handler(use_selections: bool, builder: FactBuilder):
+    """``builder``: one per service, made at start-up, so that its drug memo serves every call."""
     def handle(facts: Facts, k: Knowledge, request: dict[str, Any]) -> list[dict[str, Any]]:
         context = request.get("context") or {}
         selections = context.get("selections") if use_selections else None
-        drafts = read_drafts(context.get("draftOrders"), selections, FactBuilder(k), k)
+        drafts = read_drafts(context.get("draftOrders"), selections, builder, k)
         if not drafts:
             return []
         interp = interpret(facts, k)
@@ -34,7 +35,7 @@ def _service(k: Knowledge, sid: str, hook: str, title: str, description: str, se
         id=sid, hook=hook, title=title, description=description,
         usage_requirements=("Needs the draft orders in context (FHIR R4 MedicationRequests) and read access to "
                             "Patient, Observation (labs, DXA), MedicationRequest, MedicationStatement and Condition."),
-        prefetch=prefetch_templates(k), handler=_handler(selections), required_keys=("patient",),
+        prefetch=prefetch_templates(k), handler=_handler(selections, FactBuilder(k)), required_keys=("patient",),
         expected_types={"patient": "Patient"})
 
 
