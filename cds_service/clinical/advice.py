@@ -116,20 +116,21 @@ class Evaluator:
         return low, high
 
     def below_range(self, lab: Lab) -> bool:
-        if lab.interpretation in ("L", "LL", "LU"):
-            return True
-        if lab.interpretation in ("N", "H", "HH", "HU"):
-            return False
-        low, _ = self.range_of(lab)
-        return low is not None and lab.value < low
+        return self._outside(lab, "low")
 
     def above_range(self, lab: Lab) -> bool:
-        if lab.interpretation in ("H", "HH", "HU"):
+        return self._outside(lab, "high")
+
+    def _outside(self, lab: Lab, side: str) -> bool:
+        """Beyond the ``side`` ("low" or "high") of its range: by its interpretation flag when it
+        has one of labs.yaml's, else by the reference range or the analyte's default range."""
+        flags = self.k.raw["labs"]["interpretation"]
+        if lab.interpretation in flags[side]:
             return True
-        if lab.interpretation in ("N", "L", "LL", "LU"):
+        if any(lab.interpretation in flags[other] for other in ("low", "high", "normal") if other != side):
             return False
-        _, high = self.range_of(lab)
-        return high is not None and lab.value > high
+        low, high = self.range_of(lab)
+        return (low is not None and lab.value < low) if side == "low" else (high is not None and lab.value > high)
 
     def check(self, when: dict[str, Any]) -> tuple[bool, list[str]]:
         kind = next(key for key in when if key != "number")
