@@ -79,8 +79,9 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
             lines.append(f"- {_label(k, d)}: {_why(fs)}")
     lines += ["", "**Guidelines**", "", plan.note]
     if "denosumab" in plan.offered:
-        lines += ["", "Denosumab is a long-term commitment: never stop it or delay a dose beyond 7 months without a "
-                  "follow-on bisphosphonate (rebound vertebral fractures)."]
+        lines += ["", "Denosumab is a long-term commitment: never stop it or delay a dose beyond "
+                  f"{k.number('denosumab_overdue_months')} months without a follow-on bisphosphonate (rebound "
+                  "vertebral fractures)."]
     if plan.labs_to_check:
         lines += ["", "Before the first dose, check: " + ", ".join(plan.labs_to_check)
                   + f" (no result in the last {k.threshold('lab_max_age_months')} months)."]

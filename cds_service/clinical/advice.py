@@ -268,9 +268,9 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
         if last is None and active:
             out.append(Management(
                 "denosumab-unknown-last-dose", "warning",
-                "On denosumab, but the date of the last dose is not recorded: confirm it (due every 6 months)",
-                ["Denosumab must be given every 6 months; a dose more than 7 months late risks rebound vertebral "
-                 "fractures. Do not stop it without a follow-on bisphosphonate."],
+                f"On denosumab, but the date of the last dose is not recorded: confirm it (due every {interval:g} months)",
+                [f"Denosumab must be given every {interval:g} months; a dose more than {overdue:g} months late risks "
+                 "rebound vertebral fractures. Do not stop it without a follow-on bisphosphonate."],
                 ["ES-2019", "LABELS"], continue_drug="denosumab"))
         elif last is not None and not bisphos_after:
             months = months_between(last, facts.as_of)
@@ -359,7 +359,7 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
         if doses >= limit or months >= limit:
             out.append(Management(
                 "anabolic-complete", "warning",
-                "Romosozumab course complete (12 monthly doses): transition to an antiresorptive",
+                f"Romosozumab course complete ({limit} monthly doses): transition to an antiresorptive",
                 [f"{doses} doses recorded{', started ' + start.isoformat() if start else ''}; romosozumab is given for "
                  f"{limit} doses, then an antiresorptive."],
                 ["AACE-2020", "LABELS"], suggest=antiresorptives))
@@ -414,7 +414,9 @@ def monitoring(interp: Interpretation, facts: Facts, k: Knowledge, plan: Treatme
             dxa = k.treatment["repeat_dxa"]
             orders.append(Order(dxa["loinc"], dxa["display"], reason))
     if plan and plan.offered:
-        notes.append("Repeat DXA 1-2 years after starting therapy (LOINC 38268-9).")
+        first, last = int(n("repeat_dxa_after_months")) // 12, int(n("repeat_dxa_within_months")) // 12
+        notes.append(f"Repeat DXA {first}-{last} years after starting therapy "
+                     f"(LOINC {k.treatment['repeat_dxa']['loinc']}).")
     return orders, notes
 
 

@@ -172,7 +172,8 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
                 issues.append(OrderIssue(
                     order, "course-limit", "warning",
                     f"Romosozumab: {doses} doses already recorded (a course is {limit_doses})",
-                    ["Romosozumab is given for 12 monthly doses, then an antiresorptive."], ["LABELS", "AACE-2020"],
+                    [f"Romosozumab is given for {limit_doses} monthly doses, then an antiresorptive."],
+                    ["LABELS", "AACE-2020"],
                     replace_with=_alternatives(order.drug, interp, found, set(active), k), remove=True))
         # labs before the first dose
         if order.drug not in history:
