@@ -5,7 +5,7 @@ from typing import Any
 
 from ..clinical.advice import Advice, Finding, TreatmentPlan
 from ..clinical.facts import Facts
-from ..clinical.interpretation import fmt
+from ..clinical.interpretation import capitalised, fmt
 from ..knowledge import Knowledge
 from . import card, suggestion
 from .interpretation import data_notes
@@ -14,12 +14,6 @@ from .resources import medication_request, service_request
 
 def _label(k: Knowledge, drug: str) -> str:
     return k.drugs[drug].label if drug in k.drugs else drug.replace("_", " ")
-
-
-def _cap(text: str) -> str:
-    """Capitalise a sentence unless its first word is an abbreviation such as eGFR."""
-    first = text.split(" ", 1)[0]
-    return text[0].upper() + text[1:] if first.islower() else text
 
 
 def _lower(text: str) -> str:
@@ -108,8 +102,7 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
             continue
         if f.kind == "contraindication" and not f.warns and advice.treatment is None:
             continue  # nothing is being chosen: a pure block is not news
-        if f.kind == "secondary_cause" and advice.interp.diagnosis not in (
-                "osteoporosis", "low_bone_mass", "below_expected_range"):
+        if f.kind == "secondary_cause" and advice.interp.diagnosis not in k.care_diagnoses:
             continue
         if not f.safety_card:
             continue  # a labelling restriction, shown on the treatment card, not a safety finding
@@ -121,7 +114,7 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
         contra = next((f for f in fs if f.kind == "contraindication"), None)
         title = secondary.message if secondary else contra.message  # type: ignore[union-attr]
         evidence = list(dict.fromkeys(e for f in fs for e in f.evidence))
-        lines = [f"**{_cap(title)}**", "", "**Data**", ""] + [f"- {e}" for e in evidence]
+        lines = [f"**{capitalised(title)}**", "", "**Data**", ""] + [f"- {e}" for e in evidence]
         lines += ["", "**What to do**", ""] + [f"- {f.action}" for f in fs]
         if contra and (contra.blocks or contra.warns):
             lines += ["", "**Effect on treatment**", "", f"- {contra.message}."]
@@ -135,7 +128,7 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
         guidelines = list(dict.fromkeys(f.source for f in fs))
         if secondary and secondary.suggest:
             guidelines.append("ES-2011")
-        summary = _cap(title)
+        summary = capitalised(title)
         if evidence:
             summary = f"{summary}: {evidence[0].split(' (')[0]}"
         cards.append(card(k, topic="safety", indicator="warning", summary=summary,

@@ -18,9 +18,6 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from ..knowledge import Knowledge
 
-UCUM = "http://unitsofmeasure.org"
-
-
 def _validated(model: Any, data: dict[str, Any]) -> dict[str, Any]:
     return model.model_validate(data).model_dump(mode="json", exclude_none=True)
 
@@ -57,7 +54,8 @@ def _build_medication_request(k: Knowledge, drug: str, patient_id: str, reason: 
     repeat: dict[str, Any] = dict(r["timing"])
     if r.get("duration"):
         d = r["duration"]
-        repeat["boundsDuration"] = {"value": d["value"], "unit": d["unit"], "system": UCUM, "code": d["unit"]}
+        repeat["boundsDuration"] = {"value": d["value"], "unit": d["unit"], "system": k.system["ucum"],
+                                    "code": d["unit"]}
     data = {
         "resourceType": "MedicationRequest",
         "status": "draft",
@@ -74,7 +72,7 @@ def _build_medication_request(k: Knowledge, drug: str, patient_id: str, reason: 
             "route": {"coding": [{"system": k.system["snomed"], "code": r["route"]["code"],
                                   "display": r["route"]["display"]}]},
             "doseAndRate": [{"doseQuantity": {"value": r["dose"]["value"], "unit": r["dose"]["unit"],
-                                              "system": UCUM, "code": r["dose"]["unit"]}}],
+                                              "system": k.system["ucum"], "code": r["dose"]["unit"]}}],
         }],
     }
     return _validated(MedicationRequest, data)

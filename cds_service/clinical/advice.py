@@ -139,8 +139,6 @@ class Evaluator:
             results = [self.check(sub) for sub in value]
             evidence = [e for ok, ev in results if ok for e in ev]
             ok = any(r[0] for r in results) if kind == "any" else all(r[0] for r in results)
-            if kind == "all" and ok:
-                evidence = [e for _, ev in results for e in ev]
             return ok, evidence if ok else []
         if kind.startswith("lab_"):
             lab = self.lab(value)
@@ -261,7 +259,8 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
     if dmab:
         last = max(_dates(dmab), default=None)
         active = any(m.status == "active" for m in dmab)
-        bisphos_after = [m for m in facts.medications if m.drug_class in ("oral_bisphosphonate", "iv_bisphosphonate")
+        follow_on_classes = k.treatment["orders"]["follow_on_classes"]
+        bisphos_after = [m for m in facts.medications if m.drug_class in follow_on_classes
                          and m.start and last and m.start >= last]
         interval, overdue = float(n("denosumab_interval_months")), float(n("denosumab_overdue_months"))
         follow_on = [d for d in k.management("after_denosumab") if d not in blocked]
@@ -380,7 +379,7 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
 def monitoring(interp: Interpretation, facts: Facts, k: Knowledge, plan: TreatmentPlan | None) -> tuple[list[Order], list[str]]:
     orders: list[Order] = []
     notes: list[str] = []
-    if interp.diagnosis not in ("osteoporosis", "low_bone_mass", "below_expected_range"):
+    if interp.diagnosis not in k.care_diagnoses:
         return orders, notes
     for lab in missing_labs(facts, k, k.treatment["labs_for_workup"]):
         orders.append(Order(lab["loinc"], lab["display"],
@@ -421,7 +420,7 @@ def monitoring(interp: Interpretation, facts: Facts, k: Knowledge, plan: Treatme
 
 
 def supportive(interp: Interpretation, facts: Facts, k: Knowledge, plan: TreatmentPlan | None) -> list[str]:
-    if interp.diagnosis not in ("osteoporosis", "low_bone_mass", "below_expected_range"):
+    if interp.diagnosis not in k.care_diagnoses:
         return []
     s = k.treatment["supportive"]
     lines = [s["calcium"], s["vitamin_d"], s["exercise"], s["falls"]]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable
 
-from ..knowledge import Knowledge
+from ..knowledge import Knowledge, norm_icd
 
 FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 PATIENT_REF = re.compile(r"(?:^|/)Patient/([^/]+?)(?:/_history/[^/]+)?$")
@@ -458,7 +458,7 @@ class FactBuilder:
             if not isinstance(code, str):
                 continue
             if system == self.k.system["icd10cm"]:
-                norm = code.replace(".", "").upper()
+                norm = norm_icd(code)
                 lengths, index = self.k.icd_prefix_index
                 for n in lengths:  # the longest listed prefix of the code
                     hit = index.get(norm[:n]) if len(norm) >= n else None

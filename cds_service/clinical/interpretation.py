@@ -67,6 +67,12 @@ def fmt(value: float) -> str:
     return text.replace("-", "−")
 
 
+def capitalised(text: str) -> str:
+    """A sentence with a capital first letter, unless its first word is an abbreviation such as eGFR."""
+    first = text.split(" ", 1)[0]
+    return text[0].upper() + text[1:] if first.islower() else text
+
+
 def current_exam(facts: Facts, k: Knowledge) -> Exam | None:
     # the exam is dated by the latest score at a diagnostic site: a later heel scan does not hide it
     scores = [s for s in facts.scores if s.kind in ("t_score", "z_score") and s.date <= facts.as_of]

@@ -12,7 +12,7 @@ from typing import Any
 from ..knowledge import Knowledge
 from .advice import Finding, missing_labs
 from .facts import FactBuilder, Facts, MedicationFact, months_between
-from .interpretation import Interpretation
+from .interpretation import Interpretation, capitalised
 
 
 @dataclass
@@ -194,8 +194,7 @@ def _finding_lines(findings: list[Finding]) -> list[str]:
     """Each finding's rule, the data that made it fire and what to do."""
     lines = []
     for f in findings:
-        first = f.message.split(" ", 1)[0]
-        lines.append(f"**{f.message[0].upper() + f.message[1:] if first.islower() else f.message}**")
+        lines.append(f"**{capitalised(f.message)}**")
         lines += [f"- {e}" for e in f.evidence]
         lines.append(f"- What to do: {f.action}")
     return lines

@@ -96,9 +96,9 @@ class Knowledge:
         out: list[tuple[str, str, str | None]] = []
         for key, c in self.raw["conditions"]["concepts"].items():
             for code in c.get("icd10cm", []):
-                out.append((_norm_icd(code), key, None))
+                out.append((norm_icd(code), key, None))
             for code, site in c.get("icd10cm_sites", {}).items():
-                out.append((_norm_icd(code), key, site))
+                out.append((norm_icd(code), key, site))
         out.sort(key=lambda t: -len(t[0]))
         return out
 
@@ -155,6 +155,11 @@ class Knowledge:
         return tuple(tuple(w.lower() for w in e["words"]) for e in self.raw["medications"].get("exclude_name_sets", []))
 
     @cached_property
+    def care_diagnoses(self) -> frozenset[str]:
+        """Diagnoses that get the work-up, secondary-cause findings and supportive care."""
+        return frozenset(self.raw["treatment"]["care_diagnoses"]["value"])
+
+    @cached_property
     def therapy_classes(self) -> frozenset[str]:
         return frozenset(self.raw["medications"]["osteoporosis_therapy_classes"])
 
@@ -199,7 +204,8 @@ class Knowledge:
         return codes
 
 
-def _norm_icd(code: str) -> str:
+def norm_icd(code: str) -> str:
+    """An ICD-10-CM code as the prefixes are kept: no dot, upper case."""
     return code.replace(".", "").upper()
 
 
