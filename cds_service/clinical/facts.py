@@ -229,6 +229,10 @@ class FactBuilder:
         self.k = knowledge
         self.loinc = knowledge.system["loinc"]
         self.counted_status = set(knowledge.threshold("observation_status_counted"))
+        self.med_status = list(knowledge.threshold("medication_status_counted"))
+        self.cond_excluded = set(knowledge.threshold("condition_verification_excluded"))
+        self.cond_confirmed = set(knowledge.threshold("condition_verification_confirmed"))
+        self.cond_active = set(knowledge.threshold("condition_clinical_active"))
         self._drug_memo: dict[tuple[Any, ...], str | None] = {}
         # codes that make an Observation more than a lab result (DXA scores, panels, FRAX)
         self._not_lab_only = frozenset(knowledge.dxa_by_code) | frozenset(knowledge.dxa_panel_codes) \
@@ -478,14 +482,14 @@ class FactBuilder:
             return
         verification = _first_code(cond.get("verificationStatus"))
         clinical = _first_code(cond.get("clinicalStatus"))
-        if verification in ("entered-in-error", "refuted"):
+        if verification in self.cond_excluded:
             facts.ignored.append(Ignored(ref, f"condition verification status is {verification}"))
             return
         period = cond.get("onsetPeriod") if isinstance(cond.get("onsetPeriod"), dict) else {}
         onset = parse_date(cond.get("onsetDateTime")) or parse_date(period.get("start")) \
             or parse_date(cond.get("recordedDate"))
-        confirmed = verification in (None, "confirmed")
-        active = clinical in (None, "active", "recurrence", "relapse") and confirmed
+        confirmed = verification in self.cond_confirmed
+        active = clinical in self.cond_active and confirmed
         if not confirmed and not self.k.concept(concept).get("counts_unconfirmed"):
             facts.ignored.append(Ignored(ref, f"{self.k.concept(concept)['label']}: verification status "
                                               f"{verification}, only confirmed conditions count"))
@@ -510,8 +514,9 @@ class FactBuilder:
         if self._other_patient(med, facts):
             return
         status = med.get("status")
-        if status not in ("active", "completed"):
-            facts.ignored.append(Ignored(ref, f"{d.label}: status {status or 'missing'} (only active or completed count)"))
+        if status not in self.med_status:
+            facts.ignored.append(Ignored(ref, f"{d.label}: status {status or 'missing'} "
+                                              f"(only {' or '.join(self.med_status)} count)"))
             return
         if med["resourceType"] == "MedicationRequest":
             start = parse_date(med.get("authoredOn"))
