@@ -272,9 +272,12 @@ class Authenticator:
             raise AuthError("token too old", iss, jti)
         if not isinstance(claims.get("jti"), str) or not claims["jti"]:
             raise AuthError("missing claim jti", iss, jti)
-        if self.trust.tenants is not None and claims.get("tenant") not in self.trust.tenants:
+        tenant = claims.get("tenant")
+        if self.trust.tenants is not None and (not isinstance(tenant, str) or tenant not in self.trust.tenants):
             raise AuthError("tenant not allowed", iss, jti)
-        ttl = int(max(claims["exp"] - now, 0) + self.skew) + 1
+        # a jti need only be remembered while its token could still be accepted: until exp, and never
+        # past the oldest acceptable iat (a signed exp far in the future must not pin the entry forever)
+        ttl = int(max(min(claims["exp"] - now, iat + self.max_age - now), 0) + self.skew) + 1
         if not self.replay.first_use(iss, claims["jti"], ttl):
             raise AuthError("replayed jti", iss, jti)
         return claims

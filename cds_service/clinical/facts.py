@@ -47,7 +47,12 @@ def years_between(earlier: date, later: date) -> float:
 
 
 def months_after(start: date, months: float) -> date:
-    return start + timedelta(days=int(months * DAYS_PER_MONTH))
+    """The date ``months`` after ``start``; past the calendar's ends (a record dated 9999-12-31) it
+    stays at the first or last representable day instead of failing."""
+    try:
+        return start + timedelta(days=int(months * DAYS_PER_MONTH))
+    except OverflowError:
+        return date.max if months > 0 else date.min
 
 
 def age_on(birth: date, on: date) -> int:

@@ -67,7 +67,8 @@ def read_drafts(draft_orders: Any, selections: list[str] | None, builder: FactBu
         if drug is None or k.drugs[drug].drug_class not in k.therapy_classes:
             continue
         d = k.drugs[drug]
-        out.append(DraftOrder(r, drug, d.label, d.drug_class, r.get("status") in stopping))
+        status = r.get("status")
+        out.append(DraftOrder(r, drug, d.label, d.drug_class, isinstance(status, str) and status in stopping))
     return out
 
 

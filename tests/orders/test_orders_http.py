@@ -474,3 +474,22 @@ def test_wrong_hook_for_the_service_is_a_400(client, scenario_request):
     req = order_request(scenario_request, 3, "order-select", bundle(), selections=[])
     resp = post_hook(client, req, SIGN_URL)
     assert resp.status_code == 400 and resp.get_json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("status", [["stopped"], {"code": "stopped"}, [None]])
+def test_a_draft_status_that_is_not_a_string_is_not_a_500(client, response_validator, scenario_request, status):
+    """A malformed draft status reads as not stopping; the call still answers with cards (was a 500)."""
+    d = draft("d1", "denosumab")
+    d["status"] = status
+    call(client, response_validator, order_request(scenario_request, 1, "order-sign", bundle(d)))
+
+
+def test_a_medication_dated_at_the_end_of_the_calendar_is_not_a_500(client, response_validator, scenario_request):
+    """A denosumab record dated 9999-12-31 used to overflow the next-dose arithmetic (a 500)."""
+    req = order_request(scenario_request, 1, "order-sign", bundle(draft("d1", "alendronate")),
+                        extra=[statement("s-far", "denosumab", when="9999-12-31")])
+    call(client, response_validator, req)
+    req["hook"] = "patient-view"
+    req["context"].pop("draftOrders")
+    resp = post_hook(client, req, "/cds-services/bone-health-patient-view")
+    assert resp.status_code == 200, resp.get_data(as_text=True)

@@ -206,6 +206,27 @@ def test_tenant_allowlist(tmp_path, ec):
     assert ok.status_code == 200
 
 
+@pytest.mark.parametrize("tenant", [["tenant-a"], {"id": "tenant-a"}, 7])
+def test_a_tenant_claim_that_is_not_a_string_is_a_bare_401(tmp_path, ec, tenant):
+    """A signed token whose tenant is a list or object was a 500 (unhashable in the allowlist)."""
+    path = issuers_file(tmp_path / "t.json", [{"iss": ISS, "jwks": {"keys": [ec.public_jwk()]}}],
+                        tenants=["tenant-a"])
+    client = create_app(secure_config(path)).test_client()
+    assert_bare_401(client.get("/cds-services", headers=bearer(token(ec, DISCOVERY_AUD, claims={"tenant": tenant}))))
+
+
+def test_a_jti_is_remembered_only_while_its_token_could_be_accepted(secure_client, ec):
+    """A signed exp far in the future must not pin its jti in the replay cache for ever: the entry
+    lasts until the token is too old by iat (max age plus clock skew)."""
+    seen: list[int] = []
+    auth = secure_client.application.extensions["cds_auth"]
+    first_use = auth.replay.first_use
+    auth.replay.first_use = lambda iss, jti, ttl: seen.append(ttl) or first_use(iss, jti, ttl)
+    tok = token(ec, DISCOVERY_AUD, claims={"exp": int(time.time()) + 10**9})
+    assert secure_client.get("/cds-services", headers=bearer(tok)).status_code == 200
+    assert seen and seen[0] <= auth.max_age + 2 * auth.skew + 1
+
+
 def test_token_within_clock_skew_passes(secure_client, ec):
     now = int(time.time())
     tok = token(ec, DISCOVERY_AUD, claims={"iat": now + 10, "exp": now + 300})
