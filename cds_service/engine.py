@@ -51,8 +51,36 @@ def schema_errors(validator: jsonschema.Draft202012Validator, instance: Any, pre
         path = prefix
         for p in e.absolute_path:
             path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
-        out.append((path or "(request)", e.message))
+        out.append((path or "(request)", _schema_message(e)))
     return out
+
+
+def _schema_message(e: jsonschema.ValidationError) -> str:
+    """What is wrong, in the schema's terms, without quoting the value that was sent: these
+    messages go into the audit trail, and a value can be a patient's data."""
+    rule, want = e.validator, e.validator_value
+    if rule == "type":
+        return "must be of type " + (" or ".join(want) if isinstance(want, list) else str(want))
+    if rule == "pattern":
+        return f"does not match the pattern {want}"
+    if rule == "minLength":
+        return "must not be empty" if want == 1 else f"must be at least {want} characters long"
+    if rule == "maxLength":
+        return f"must be at most {want} characters long"
+    if rule in ("const", "enum"):
+        allowed = [want] if rule == "const" else want
+        return "must be " + " or ".join(json.dumps(a) for a in allowed)
+    if rule in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        words = {"minimum": "at least", "exclusiveMinimum": "more than", "maximum": "at most",
+                 "exclusiveMaximum": "less than"}
+        return f"must be {words[rule]} {want}"
+    if rule in ("minItems", "maxItems"):
+        return f"must have {'at least' if rule == 'minItems' else 'at most'} {want} items"
+    if rule == "format":
+        return f"is not a valid {want}"
+    if rule in ("required", "dependentRequired", "additionalProperties"):
+        return e.message  # names properties, not values
+    return f"does not satisfy the schema's {rule!r} rule"
 
 
 def _parses(url: str) -> bool:

@@ -33,6 +33,8 @@ def configure(level: str, fmt: str) -> None:
     handler._cds = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # urllib3 logs each request line at DEBUG, and a FHIR search URL carries the patient's id
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def install(app: Flask) -> None:

@@ -187,3 +187,16 @@ def test_tokens_never_logged(caplog, trust_file, ec, scenario_request, httpserve
     fails = [m for m in messages if "auth failed" in m]
     assert len(fails) == 1 and "expired" in fails[0]
     assert any("status=200" in m for m in messages)
+
+
+def test_urllib3_request_lines_are_not_logged_even_at_debug():
+    """urllib3 logs each request line at DEBUG, and a FHIR search URL carries the patient's id."""
+    import logging
+
+    from cds_service import logs
+
+    logs.configure("DEBUG", "json")
+    try:
+        assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
+    finally:
+        logs.configure("WARNING", "json")

@@ -118,3 +118,17 @@ def test_hashed_ids_also_in_error_outcomes(store_url, scenario_request):
         assert "someone-else-42" not in str(value)
         assert "bone-01" not in str(value)  # the prefetched Patient's id, quoted in the message
     assert "hmac-sha256:" in row["outcome"]
+
+
+def test_schema_errors_do_not_copy_the_value_sent_into_the_audit(store_url, scenario_request):
+    """A request that fails its schema is audited with what is wrong, not with the value sent,
+    which can be a patient's data (here free text where an id belongs)."""
+    client = make_app(store_url).test_client()
+    req = scenario_request(1)
+    req["context"]["encounterId"] = "Jane Doe, DOB 1950-02-03, admitted for hip fracture"
+    r = post_hook(client, req)
+    assert r.status_code == 400
+    assert "context.encounterId" in r.get_data(as_text=True)
+    row = query(store_url, "SELECT * FROM hook_calls")[0]
+    assert row["status"] == 400 and "context.encounterId" in row["outcome"]
+    assert "Jane Doe" not in row["outcome"] and "1950" not in row["outcome"]
