@@ -8,7 +8,6 @@ small fixed sets: no ids, no clinical values.
 from __future__ import annotations
 
 import os
-import re
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -27,13 +26,6 @@ CARDS = Counter("cds_cards_total", "Cards returned, by topic and indicator", ["s
 JWT_FAILURES = Counter("cds_jwt_failures_total", "Client JWTs refused, by reason", ["reason"])
 FEEDBACK = Counter("cds_feedback_total", "Feedback items, by outcome", ["service", "outcome"])
 AUDIT_FAILURES = Counter("cds_audit_failures_total", "Audit records that could not be written")
-
-
-def reason_label(reason: str) -> str:
-    """A JWT failure reason without its variable parts, so that the label set stays small."""
-    text = re.sub(r"\(.*?\)", "", reason)
-    text = re.sub(r"'[^']*'", "X", text)
-    return " ".join(text.split())[:60] or "unknown"
 
 
 def render() -> tuple[bytes, str]:

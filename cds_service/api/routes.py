@@ -84,7 +84,7 @@ def authenticate() -> Response | None:
     try:
         g.auth_claims = auth.verify(request.headers.get("Authorization"), audience())
     except AuthError as exc:
-        metrics.JWT_FAILURES.labels(metrics.reason_label(exc.reason)).inc()
+        metrics.JWT_FAILURES.labels(exc.label).inc()
         log.warning("auth failed reason=%r iss=%s jti=%s path=%s", exc.reason, _safe(exc.iss, 120), _safe(exc.jti),
                     request.path)
         return Response(b"", status=401, headers={"WWW-Authenticate": "Bearer"})

@@ -31,9 +31,13 @@ MAX_TOKEN_AGE = 300  # CDS Hooks: tokens are short-lived; none older than 5 minu
 
 
 class AuthError(Exception):
-    def __init__(self, reason: str, iss: str | None = None, jti: str | None = None):
+    """``reason`` is for the log; ``label`` names the kind of failure for the metrics, from a fixed
+    set (a reason may quote what the caller sent, which must not become a label value)."""
+
+    def __init__(self, reason: str, iss: str | None = None, jti: str | None = None, label: str | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.label = label or reason
         self.iss = iss
         self.jti = jti
 
@@ -126,9 +130,10 @@ class JwksCache:
             r = self.session.get(url, timeout=self.timeout, allow_redirects=False,
                                  headers={"Accept": "application/json"})
         except requests.RequestException as exc:
-            raise AuthError(f"jku could not be fetched ({type(exc).__name__})") from None
+            raise AuthError(f"jku could not be fetched ({type(exc).__name__})",
+                            label="jku could not be fetched") from None
         if r.status_code != 200:
-            raise AuthError(f"jku answered HTTP {r.status_code}")
+            raise AuthError(f"jku answered HTTP {r.status_code}", label="jku answered an error")
         try:
             data = r.json()
         except ValueError:
@@ -195,7 +200,8 @@ class RedisReplayCache:
             return bool(self.client.set(_replay_key(iss, jti), b"1", nx=True, ex=max(1, ttl)))
         except redis.RedisError as exc:
             # fail closed: without the shared cache a replay cannot be ruled out
-            raise AuthError(f"replay cache unavailable ({type(exc).__name__})") from None
+            raise AuthError(f"replay cache unavailable ({type(exc).__name__})",
+                            label="replay cache unavailable") from None
 
 
 def _replay_key(iss: str, jti: str) -> str:
@@ -229,7 +235,7 @@ class Authenticator:
         jti = unverified.get("jti") if isinstance(unverified.get("jti"), str) else None
         alg = header.get("alg")
         if alg not in self.algorithms or alg not in ASYMMETRIC:
-            raise AuthError(f"algorithm {str(alg)[:20]!r} not allowed", iss, jti)
+            raise AuthError(f"algorithm {str(alg)[:20]!r} not allowed", iss, jti, label="algorithm not allowed")
         if str(header.get("typ", "")).upper() != "JWT":
             raise AuthError("typ is not JWT", iss, jti)
         kid = header.get("kid")
@@ -259,11 +265,11 @@ class Authenticator:
         except jwt.ImmatureSignatureError:
             raise AuthError("issued in the future", iss, jti) from None
         except jwt.MissingRequiredClaimError as exc:
-            raise AuthError(f"missing claim {exc.claim}", iss, jti) from None
+            raise AuthError(f"missing claim {exc.claim}", iss, jti, label="missing claim") from None
         except jwt.InvalidSignatureError:
             raise AuthError("bad signature", iss, jti) from None
         except jwt.PyJWTError as exc:
-            raise AuthError(f"invalid token ({type(exc).__name__})", iss, jti) from None
+            raise AuthError(f"invalid token ({type(exc).__name__})", iss, jti, label="invalid token") from None
         now = time.time()
         iat = claims["iat"]
         if not isinstance(iat, (int, float)) or iat > now + self.skew:

@@ -16,7 +16,7 @@ from cds_service.auth import SANDBOX_ISS, SANDBOX_KID, AuthError, MemoryReplayCa
 from cds_service.services.patient_view import SERVICE_ID
 from tests.jwt_helpers import ISS, token
 
-from .conftest import BASE, assert_bare_401, bearer, secure_config
+from .conftest import BASE, assert_bare_401, bearer, claims, raw_token, secure_config
 
 SERVICE_URL = f"/cds-services/{SERVICE_ID}"
 REDIS_URL = os.environ.get("CDS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -200,3 +200,15 @@ def test_urllib3_request_lines_are_not_logged_even_at_debug():
         assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
     finally:
         logs.configure("WARNING", "json")
+
+
+def test_refusal_metrics_name_the_kind_of_failure_not_what_was_sent(secure_client, ec):
+    """The algorithm a caller names is quoted in the log, never made a metrics label value."""
+    from cds_service import metrics
+
+    before = {s.labels["reason"] for m in metrics.JWT_FAILURES.collect() for s in m.samples}
+    tok = raw_token({"alg": "a'1\"b", "typ": "JWT", "kid": ec.kid}, claims(BASE + "/cds-services"), ec)
+    assert secure_client.get("/cds-services", headers=bearer(tok)).status_code == 401
+    after = {s.labels["reason"] for m in metrics.JWT_FAILURES.collect() for s in m.samples}
+    assert "algorithm not allowed" in after
+    assert not any("a'1" in r or "b\"" in r for r in after - before)
