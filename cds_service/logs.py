@@ -38,6 +38,8 @@ def configure(level: str, fmt: str) -> None:
 
 
 def install(app: Flask) -> None:
+    from .api.routes import OPEN_ENDPOINTS  # health and metrics: neither counted nor logged at INFO
+
     @app.before_request
     def _start() -> None:
         given = request.headers.get("X-Request-ID", "")
@@ -52,10 +54,11 @@ def install(app: Flask) -> None:
                   "status": resp.status_code, "ms": ms, **g.get("log", {})}
         resp.headers["X-Request-ID"] = fields["request_id"]
         endpoint = request.endpoint or "unknown"
-        if endpoint.startswith("cds.") and endpoint not in ("cds.metrics_endpoint", "cds.healthz", "cds.readyz"):
+        if endpoint.startswith("cds.") and endpoint not in OPEN_ENDPOINTS:
             service = str(fields.get("service", "-"))
             metrics.REQUESTS.labels(service, endpoint[4:], str(resp.status_code)).inc()
             metrics.LATENCY_SECONDS.labels(service, endpoint[4:]).observe(ms / 1000)
-        level = logging.INFO if endpoint not in ("cds.healthz", "cds.readyz", "cds.metrics_endpoint") else logging.DEBUG
-        log.log(level, "request " + " ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
+        level = logging.INFO if endpoint not in OPEN_ENDPOINTS else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "request " + " ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
         return resp

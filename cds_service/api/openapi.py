@@ -8,15 +8,13 @@ rewritten to point there.
 """
 from __future__ import annotations
 
-import copy
-import json
-from importlib import resources
 from typing import Any
 
 import orjson
 from flask import Blueprint, Response, current_app
 
 from .. import __version__
+from ..engine import load_schema
 
 bp = Blueprint("openapi", __name__)
 
@@ -39,10 +37,6 @@ CONTEXT_COMPONENTS = {
 JSON = "application/json"
 FHIR_JSON = "application/fhir+json"
 BEARER = [{"bearerAuth": []}]
-
-
-def _load(name: str) -> dict[str, Any]:
-    return json.loads(resources.files("cds_service.schemas").joinpath(name).read_text(encoding="utf-8"))
 
 
 def _rewrite_refs(node: Any, prefix: str) -> Any:
@@ -68,7 +62,7 @@ def embedded_schemas() -> dict[str, Any]:
     """The packaged JSON Schemas as OpenAPI components."""
     out: dict[str, Any] = {}
     for component, filename in SCHEMA_FILES.items():
-        schema = copy.deepcopy(_load(filename))
+        schema = load_schema(filename)  # a fresh copy, read from the package
         # an $id would make refs inside resolve against the schema's own URL, not the document
         schema.pop("$id", None)
         schema.pop("$schema", None)

@@ -140,8 +140,6 @@ def hook_request() -> Response:
 
 def _tscores(req: dict[str, Any], as_of: date) -> list[dict[str, Any]]:
     """The T-scores the service itself would read from this request's prefetch, oldest first."""
-    from ..clinical.facts import FactBuilder
-
     patient = None
     resources: list[dict[str, Any]] = []
     for value in req["prefetch"].values():
@@ -151,7 +149,7 @@ def _tscores(req: dict[str, Any], as_of: date) -> list[dict[str, Any]]:
             resources.extend(e["resource"] for e in value.get("entry", []))
     if patient is None:
         return []
-    facts = FactBuilder(current_app.extensions["cds_engine"].knowledge).build(patient, resources, as_of)
+    facts = current_app.extensions["cds_engine"].facts.build(patient, resources, as_of)
     return [{"site": s.site, "site_label": s.site_label, "date": s.date.isoformat(), "value": s.value,
              "laterality": s.laterality, "resource": s.resource}
             for s in facts.scores if s.kind == "t_score"]

@@ -164,7 +164,7 @@ def test_a_changed_schema_file_changes_the_document(monkeypatch):
     """Built at run time from the files, not copied."""
     from cds_service.api import openapi as mod
 
-    real = mod._load
+    real = mod.load_schema
 
     def patched(name):
         s = real(name)
@@ -172,7 +172,7 @@ def test_a_changed_schema_file_changes_the_document(monkeypatch):
             s["title"] = "changed at run time"
         return s
 
-    monkeypatch.setattr(mod, "_load", patched)
+    monkeypatch.setattr(mod, "load_schema", patched)
     services = create_app({"auth_disabled": True}).extensions["cds_engine"].services
     assert build_document(services)["components"]["schemas"]["Discovery"]["title"] == "changed at run time"
 
