@@ -137,6 +137,12 @@ def call_service(service_id: str) -> Response:
         if isinstance(exc, HookError):
             raise ApiError(exc.status, exc.message, exc.where) from None
         raise
+    except Exception:
+        # a fault of the service itself: the app's handler logs it and answers 500; the call is
+        # still audited and counted under its service
+        g.log.update(service=service_id, hookInstance=_safe(_get(body, "hookInstance")))
+        _audit(service_id, body, 500, "internal error", [], {}, None, None, int((time.monotonic() - start) * 1000))
+        raise
     total = int((time.monotonic() - start) * 1000)
     keys = {k: v.origin for k, v in result.gathered.keys.items()}
     for k, v in result.gathered.keys.items():

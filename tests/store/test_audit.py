@@ -132,3 +132,17 @@ def test_schema_errors_do_not_copy_the_value_sent_into_the_audit(store_url, scen
     row = query(store_url, "SELECT * FROM hook_calls")[0]
     assert row["status"] == 400 and "context.encounterId" in row["outcome"]
     assert "Jane Doe" not in row["outcome"] and "1950" not in row["outcome"]
+
+
+def test_a_fault_of_the_service_is_a_500_outcome_and_still_audited(store_url, scenario_request, monkeypatch):
+    app = make_app(store_url)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.extensions["cds_engine"].facts, "build", broken)
+    r = post_hook(app.test_client(), scenario_request(1))
+    assert r.status_code == 500 and r.get_json()["resourceType"] == "OperationOutcome"
+    assert "a bug" not in r.get_data(as_text=True)
+    row = query(store_url, "SELECT * FROM hook_calls")[0]
+    assert (row["status"], row["outcome"], row["service_id"]) == (500, "internal error", "bone-health-patient-view")
