@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import uuid
@@ -283,6 +284,54 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _knowledge(args: argparse.Namespace) -> int:
+    """List the value sets, or say where a code or drug name falls, with the knowledge the service
+    would load (CDS_KNOWLEDGE_DIR included)."""
+    import json
+
+    from .knowledge import KnowledgeError, load_knowledge
+    from .knowledge.explain import describe, lookup
+
+    try:
+        k = load_knowledge(site_directory=os.environ.get("CDS_KNOWLEDGE_DIR") or None)
+    except KnowledgeError as exc:
+        print(f"cds-service knowledge: {exc}", file=sys.stderr)
+        return 2
+    if args.knowledge_command == "lookup":
+        found = lookup(k, args.query, args.system)
+        if args.format == "json":
+            print(json.dumps(found, indent=2, ensure_ascii=False))
+            return 0 if found["codes"] or found.get("name") else 1
+        for c in found["codes"]:
+            print(f"{c['code']} ({c['system']}): {c['display']}")
+            print(f"  in value set {c['valueset']}, read as {'; '.join(c['read_as']) or 'nothing the rules read'}"
+                  f" (matched by {c['via']})")
+            print(f"  sources: {'; '.join(c['sources'])}" + ("" if c["confirmed"] else "  [unconfirmed: no source has it]"))
+        if found.get("name"):
+            n = found["name"]
+            print(f"name {found['query']!r}: drug {n['drug']} (names found: {', '.join(n['names_found'])}"
+                  + ("; chosen by the strength written with it" if n["strength"] else "") + ")")
+        if not found["codes"] and not found.get("name"):
+            print(f"{found['query']!r} is in no value set and names no drug of the knowledge files"
+                  + (f"; a record with it is listed as not used: {found['unmatched']}" if found.get("unmatched") else ""))
+            return 1
+        return 0
+    rows = describe(k)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    print(f"knowledge: {k.directory}" + (f" + {k.site_directory}" if k.site_directory else ""))
+    for r in rows:
+        counts = ", ".join(f"{n} {s}" for s, n in r["codes"].items())
+        local = f", {r['local_codes']} local" if r["local_codes"] else ""
+        unconfirmed = f"; unconfirmed: {', '.join(r['unconfirmed'])}" if r["unconfirmed"] else ""
+        print(f"{r['valueset']}: {r['title']}")
+        print(f"  read as {'; '.join(r['read_as']) or '-'}; {counts}{local}{unconfirmed}")
+        for src in r["sources"]:
+            print(f"  source: {src}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .services.patient_view import SERVICE_ID
 
@@ -307,7 +356,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     rp.add_argument("--to", help="last day (YYYY-MM-DD), default today")
     rp.add_argument("--format", choices=("table", "csv", "json"), default="table")
     rp.add_argument("--plot", metavar="FILE.png", help="also draw the daily rates per topic as a chart")
+    kn = sub.add_parser("knowledge", help="the value sets (concepts, code counts, sources); lookup CODE|NAME")
+    kn.add_argument("--format", choices=("table", "json"), default="table")
+    kn_sub = kn.add_subparsers(dest="knowledge_command")
+    kn_sub.add_parser("list", help="every value set with its concept, code counts and sources (the default)")
+    lk = kn_sub.add_parser("lookup", help="which concept a code or a drug name falls in, and why")
+    lk.add_argument("query", help="a code (RxNorm, NDC, SNOMED CT, ICD-10-CM, LOINC, a local code) or a drug name")
+    lk.add_argument("--system", help="only this system: rxnorm, ndc, snomed, icd10cm, loinc or a URI")
+    lk.add_argument("--format", choices=("table", "json"), default=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.command == "knowledge":
+        try:
+            return _knowledge(args)
+        except BrokenPipeError:  # `cds-service knowledge | head`: the reader has gone, stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     if args.command == "serve":
         return _serve(args)
     if args.command == "db":

@@ -104,7 +104,7 @@ class HookResult:
 class Engine:
     def __init__(self, settings: Settings, knowledge: Knowledge | None = None):
         self.settings = settings
-        self.knowledge = knowledge or load_knowledge(settings.knowledge_dir or None)
+        self.knowledge = knowledge or load_knowledge(site_directory=settings.knowledge_dir or None)
         self.services: dict[str, CdsService] = registry(self.knowledge)
         self.facts = FactBuilder(self.knowledge)
         self.limits = Limits(settings.fhir_connect_timeout, settings.fhir_read_timeout,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable
 
-from ..knowledge import Knowledge, norm_icd
+from ..knowledge import Knowledge
 
 FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 PATIENT_REF = re.compile(r"(?:^|/)Patient/([^/]+?)(?:/_history/[^/]+)?$")
@@ -242,6 +242,11 @@ class FactBuilder:
         # codes that make an Observation more than a lab result (DXA scores, panels, FRAX)
         self._not_lab_only = frozenset(knowledge.dxa_by_code) | frozenset(knowledge.dxa_panel_codes) \
             | frozenset(knowledge.frax_codes)
+        # DXA codes of the published DXA value set that the rules do not read: said, never skipped silently
+        dxa = knowledge.raw["terminology"]["unmatched_relevant"]["dxa"]
+        self._dxa_unread = frozenset(c.code for c in knowledge.valuesets[dxa["valueset"]].codes
+                                     if c.system == self.loinc) - self._not_lab_only
+        self._dxa_unread_reason = dxa["reason"]
 
     # -- entry point -----------------------------------------------------------------------
     def build(self, patient: dict[str, Any], resources: Iterable[dict[str, Any]], as_of: date,
@@ -341,6 +346,10 @@ class FactBuilder:
         lab = next((c for c in codes if c in self.k.lab_by_code), None)
         frax = self._frax_kind(obs, codes)
         if not (dxa or panel or lab or frax):
+            unread = next((c for c in codes if c in self._dxa_unread), None)
+            if unread and not self._other_patient(obs, facts):
+                facts.ignored.append(Ignored(_ref(obs), f"DXA code {unread} "
+                                             f"({_display(obs.get('code')) or 'no display'}): {self._dxa_unread_reason}"))
             return
         ref = _ref(obs)
         if self._other_patient(obs, facts):
@@ -461,27 +470,14 @@ class FactBuilder:
 
     # -- conditions ------------------------------------------------------------------------
     def _condition(self, cond: dict[str, Any], facts: Facts) -> None:
-        match = None
-        for c in _codings(cond.get("code")):
-            code, system = c.get("code"), c.get("system")
-            if not isinstance(code, str):
-                continue
-            if system == self.k.system["icd10cm"]:
-                norm = norm_icd(code)
-                lengths, index = self.k.icd_prefix_index
-                for n in lengths:  # the longest listed prefix of the code
-                    hit = index.get(norm[:n]) if len(norm) >= n else None
-                    if hit:
-                        match = (hit[0], hit[1], c)
-                        break
-            elif system == self.k.system["snomed"] and code in self.k.snomed_concepts:
-                concept, site = self.k.snomed_concepts[code]
-                match = (concept, site, c)
-            if match:
-                break
-        if not match:
+        codings = _codings(cond.get("code"))
+        matches = self.k.match_condition(codings)
+        if not matches:
+            if codings and self.k.relevant_unmatched_condition(codings, _text_of(cond.get("code"))) \
+                    and not self._other_patient(cond, facts):
+                label = _display(cond.get("code")) or _first_code(cond.get("code")) or "condition"
+                facts.ignored.append(Ignored(_ref(cond), f"{label}: {self.k.unmatched_condition[2]}"))
             return
-        concept, site, coding = match
         ref = _ref(cond)
         if self._other_patient(cond, facts):
             return
@@ -495,24 +491,32 @@ class FactBuilder:
             or parse_date(cond.get("recordedDate"))
         confirmed = verification in self.cond_confirmed
         active = clinical in self.cond_active and confirmed
-        if not confirmed and not self.k.concept(concept).get("counts_unconfirmed"):
-            facts.ignored.append(Ignored(ref, f"{self.k.concept(concept)['label']}: verification status "
-                                              f"{verification}, only confirmed conditions count"))
-            return
-        if not active and not self.k.counts_by_onset(concept):
-            return  # resolved or unconfirmed conditions do not count (rules §1)
-        if self.k.counts_by_onset(concept) and onset is None:
-            facts.ignored.append(Ignored(ref, f"{self.k.concept(concept)['label']} without an onset or recorded date"))
-        facts.conditions.append(ConditionFact(
-            concept=concept, label=self.k.concept(concept)["label"], code=coding["code"],
-            system=coding.get("system", ""), display=_display(cond.get("code")) or coding["code"],
-            onset=onset, active=active, fracture_site=site, resource=ref))
+        for m in matches:
+            concept = self.k.concept(m.concept)
+            if not confirmed and not concept.get("counts_unconfirmed"):
+                facts.ignored.append(Ignored(ref, f"{concept['label']}: verification status "
+                                                  f"{verification}, only confirmed conditions count"))
+                continue
+            if not active and not self.k.counts_by_onset(m.concept):
+                continue  # resolved or unconfirmed conditions do not count (rules §1)
+            if self.k.counts_by_onset(m.concept) and onset is None:
+                facts.ignored.append(Ignored(ref, f"{concept['label']} without an onset or recorded date"))
+            # the record's own words; without them, the code set's name for the code (CMS, SNOMED)
+            display = _display(cond.get("code")) or m.hit.code.display or m.coding["code"]
+            facts.conditions.append(ConditionFact(
+                concept=m.concept, label=concept["label"], code=m.coding["code"],
+                system=m.coding.get("system", ""), display=display,
+                onset=onset, active=active, fracture_site=m.site, resource=ref))
 
     # -- medications -----------------------------------------------------------------------
     def _medication(self, med: dict[str, Any], facts: Facts) -> None:
         concept = med.get("medicationCodeableConcept")
         drug = self.match_drug(concept)
         if drug is None:
+            text = _text_of(concept)
+            pattern, reason = self.k.unmatched_medication
+            if text and pattern.search(text.lower()) and not self._other_patient(med, facts):
+                facts.ignored.append(Ignored(_ref(med), f"{_display(concept) or text}: {reason}"))
             return
         d = self.k.drugs[drug]
         ref = _ref(med)
@@ -549,38 +553,23 @@ class FactBuilder:
 
     def match_drug(self, concept: Any) -> str | None:
         """The knowledge key of the drug a medicationCodeableConcept names, or None. The answer
-        depends only on the concept's RxNorm codes and its words, so it is remembered by those:
-        the same few hundred medication concepts recur across patients."""
+        depends only on the concept's codes and its words, so it is remembered by those: the same
+        few hundred medication concepts recur across patients."""
         codings = _codings(concept)
-        codes = [c.get("code") for c in codings if c.get("system") == self.k.system["rxnorm"]]
-        text = _text_of(concept).lower()
-        if len(text) > DRUG_MEMO_TEXT or not all(isinstance(c, str) for c in codes):
-            return self._match_drug(codes, text)  # unusual concepts are not remembered
-        key = (tuple(codes), text)
+        pairs = tuple((c.get("system"), c.get("code")) for c in codings)
+        text = _text_of(concept)
+        if len(text) > DRUG_MEMO_TEXT or not all(isinstance(s, str) and isinstance(c, str) for s, c in pairs):
+            return self.k.match_drug(codings, text)  # unusual concepts are not remembered
+        key = (pairs, text)
         try:
             return self._drug_memo[key]
         except KeyError:
             pass
-        found = self._match_drug(codes, text)
+        found = self.k.match_drug(codings, text)
         if len(self._drug_memo) >= DRUG_MEMO_SIZE:
             self._drug_memo.clear()
         self._drug_memo[key] = found
         return found
-
-    def _match_drug(self, codes: list[Any], text: str) -> str | None:
-        if any(code in self.k.excluded_drug_codes for code in codes):
-            return None
-        if any(n in text for n in self.k.excluded_drug_names):
-            return None
-        if any(all(w in text for w in words) for words in self.k.excluded_name_sets):
-            return None
-        for code in codes:
-            if code in self.k.drug_by_code:
-                return self.k.drug_by_code[code]
-        for d in self.k.drugs.values():
-            if any(n in text for n in d.names):
-                return d.key
-        return None
 
 
 def _unit_factor(units: dict[str, float], unit: str) -> float | None:

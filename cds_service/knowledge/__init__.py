@@ -6,7 +6,8 @@ checked at start-up; a broken file stops start-up with a message naming the file
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,11 @@ from typing import Any
 import jsonschema
 import yaml
 
-FILES = ("dxa", "labs", "conditions", "medications", "thresholds", "guidelines", "cards", "treatment")
+from .terminology import CodeIndex, DrugNames, Hit, ValueSet, brands, load_valuesets, norm_icd, norm_name
+
+FILES = ("dxa", "labs", "conditions", "medications", "thresholds", "guidelines", "cards", "treatment",
+         "terminology")
+LOCAL_CODES = "local-codes.yaml"  # a site's own codes and names, in CDS_KNOWLEDGE_DIR
 
 
 class KnowledgeError(Exception):
@@ -36,15 +41,27 @@ class Drug:
     key: str
     label: str
     drug_class: str
-    ingredient: str
-    products: tuple[str, ...]
+    valueset: str
     names: tuple[str, ...]
+    strength_of: str | None = None
+    strengths: tuple[re.Pattern[str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ConceptMatch:
+    """A record's code found in a concept's value set."""
+    concept: str
+    site: str | None  # the fracture site, for fracture value sets
+    coding: dict[str, Any]  # the record's coding that matched
+    hit: Hit
 
 
 @dataclass(eq=False)  # compared and hashed by identity: one instance per loaded knowledge
 class Knowledge:
     raw: dict[str, Any]
     directory: str = ""
+    valuesets: dict[str, ValueSet] = field(default_factory=dict)
+    site_directory: str = ""  # CDS_KNOWLEDGE_DIR, when one is used
 
     # -- DXA -------------------------------------------------------------------------------
     @cached_property
@@ -73,11 +90,20 @@ class Knowledge:
     # -- labs ------------------------------------------------------------------------------
     @cached_property
     def lab_by_code(self) -> dict[str, str]:
-        out = {}
+        """LOINC code → analyte: the codes of labs.yaml and of the analyte's value set."""
+        out: dict[str, str] = {}
         for key, a in self.raw["labs"]["analytes"].items():
-            for c in a["codes"]:
-                out[c] = key
+            for c in self.analyte_codes(key):
+                out.setdefault(c, key)
         return out
+
+    def analyte_codes(self, key: str) -> list[str]:
+        a = self.raw["labs"]["analytes"][key]
+        codes = list(a["codes"])
+        vs = self.valuesets.get(a["valueset"]) if a.get("valueset") else None
+        if vs is not None:
+            codes += [c.code for c in vs.codes + vs.local if c.code not in codes]
+        return codes
 
     def analyte(self, key: str) -> dict[str, Any]:
         return self.raw["labs"]["analytes"][key]
@@ -90,36 +116,62 @@ class Knowledge:
     def concept(self, key: str) -> dict[str, Any]:
         return self.raw["conditions"]["concepts"][key]
 
+    # -- value sets -------------------------------------------------------------------------
     @cached_property
-    def icd_prefixes(self) -> list[tuple[str, str, str | None]]:
-        """(prefix, concept, fracture site) sorted longest prefix first."""
-        out: list[tuple[str, str, str | None]] = []
+    def index(self) -> CodeIndex:
+        """Every code of every value set, built once per loaded knowledge."""
+        systems = {key: e["uri"] for key, e in self.raw["terminology"]["systems"].items()}
+        aliases = {a: e["uri"] for e in self.raw["terminology"]["systems"].values() for a in e.get("aliases", [])}
+        index = CodeIndex(systems=systems, aliases=aliases)
+        for name, vs in self.valuesets.items():
+            for code in vs.codes + vs.local:
+                index.add(name, code)
+        return index
+
+    def lookup(self, system: Any, code: Any) -> list[Hit]:
+        return self.index.lookup(system, code)
+
+    @cached_property
+    def concepts_by_valueset(self) -> dict[str, list[tuple[str, str | None]]]:
+        """value set → the condition concepts (and fracture site) it stands for."""
+        out: dict[str, list[tuple[str, str | None]]] = {}
         for key, c in self.raw["conditions"]["concepts"].items():
-            for code in c.get("icd10cm", []):
-                out.append((norm_icd(code), key, None))
-            for code, site in c.get("icd10cm_sites", {}).items():
-                out.append((norm_icd(code), key, site))
-        out.sort(key=lambda t: -len(t[0]))
+            for vs in c.get("valuesets", []):
+                out.setdefault(vs, []).append((key, None))
+            for entry in c.get("sites", []):
+                out.setdefault(entry["valueset"], []).append((key, entry["site"]))
         return out
 
     @cached_property
-    def icd_prefix_index(self) -> tuple[tuple[int, ...], dict[str, tuple[str, str | None]]]:
-        """icd_prefixes as (prefix lengths, longest first; prefix → (concept, fracture site)): a code
-        is matched by a few dictionary lookups instead of a scan of every prefix."""
-        index: dict[str, tuple[str, str | None]] = {}
-        for prefix, concept, site in self.icd_prefixes:
-            index.setdefault(prefix, (concept, site))  # the first listed wins, as in the scan
-        return tuple(sorted({len(p) for p in index}, reverse=True)), index
+    def _site_rank(self) -> dict[str, int]:
+        return {e["valueset"]: i for c in self.raw["conditions"]["concepts"].values()
+                for i, e in enumerate(c.get("sites", []))}
+
+    def match_condition(self, codings: list[dict[str, Any]]) -> list[ConceptMatch]:
+        """The concepts a Condition's codings fall in: one match per concept, the first coding that
+        names it; for a fracture, the site of the first listed site value set that holds the code."""
+        found: dict[str, ConceptMatch] = {}
+        for c in codings:
+            hits = self.lookup(c.get("system"), c.get("code"))
+            for h in sorted(hits, key=lambda h: self._site_rank.get(h.valueset, -1)):
+                for concept, site in self.concepts_by_valueset.get(h.valueset, ()):
+                    if concept not in found:
+                        found[concept] = ConceptMatch(concept, site, c, h)
+        return list(found.values())
 
     @cached_property
-    def snomed_concepts(self) -> dict[str, tuple[str, str | None]]:
-        out: dict[str, tuple[str, str | None]] = {}
-        for key, c in self.raw["conditions"]["concepts"].items():
-            for code in c.get("snomed", []):
-                out[code] = (key, None)
-            for code, site in c.get("snomed_sites", {}).items():
-                out[code] = (key, site)
-        return out
+    def unmatched_condition(self) -> tuple[re.Pattern[str], tuple[str, ...], str]:
+        u = self.raw["terminology"]["unmatched_relevant"]["condition"]
+        return (re.compile("|".join(f"(?:{p})" for p in u["patterns"])),
+                tuple(norm_icd(c) for c in u["icd10cm"]), u["reason"])
+
+    def relevant_unmatched_condition(self, codings: list[dict[str, Any]], text: str) -> bool:
+        pattern, prefixes, _ = self.unmatched_condition
+        if pattern.search(text.lower()):
+            return True
+        icd = self.index.systems["icd10cm"]
+        return any(self.index.system_uri(c.get("system")) == icd and isinstance(c.get("code"), str)
+                   and norm_icd(c["code"]).startswith(prefixes) for c in codings)
 
     def counts_by_onset(self, concept: str) -> bool:
         return bool(self.concept(concept).get("counts_by_onset"))
@@ -128,31 +180,75 @@ class Knowledge:
     @cached_property
     def drugs(self) -> dict[str, Drug]:
         return {
-            k: Drug(k, d["label"], d["class"], d["ingredient"], tuple(d.get("products", [])),
-                    tuple(n.lower() for n in d.get("names", [])))
+            k: Drug(k, d["label"], d["class"], d["valueset"], tuple(d["names"]), d.get("strength_of"),
+                    tuple(re.compile(p) for p in d.get("strengths", [])))
             for k, d in self.raw["medications"]["drugs"].items()
         }
 
     @cached_property
-    def drug_by_code(self) -> dict[str, str]:
-        out = {}
+    def drug_by_valueset(self) -> dict[str, str]:
+        return {d.valueset: d.key for d in self.drugs.values()}
+
+    @cached_property
+    def drug_names(self) -> DrugNames:
+        """Names and brands of every drug (its own list, the brands in its value set's product
+        names, a site's local names), first listed drug first."""
+        entries: list[tuple[str, str]] = []
+        raw = self.raw["medications"]["drugs"]
         for d in self.drugs.values():
-            out[d.ingredient] = d.key
-            for p in d.products:
-                out[p] = d.key
-        return out
+            entries += [(n, d.key) for n in d.names]
+        for d in self.drugs.values():
+            vs = self.valuesets.get(d.valueset)
+            if vs is not None and raw[d.key].get("brands_from_valueset", True):
+                entries += [(b, d.key) for b in sorted(brands(vs))]
+        for e in self.local_names:
+            entries.append((e["name"], e["drug"]))
+        return DrugNames.build(entries)
+
+    @cached_property
+    def local_names(self) -> list[dict[str, str]]:
+        return list(self.raw.get("local", {}).get("names", []))
 
     @cached_property
     def excluded_drug_codes(self) -> frozenset[str]:
         return frozenset(e["code"] for e in self.raw["medications"]["exclude"])
 
     @cached_property
-    def excluded_drug_names(self) -> tuple[str, ...]:
-        return tuple(n.lower() for n in self.raw["medications"]["exclude_names"])
+    def _variants(self) -> dict[str, list[Drug]]:
+        out: dict[str, list[Drug]] = {}
+        for d in self.drugs.values():
+            if d.strength_of:
+                out.setdefault(d.strength_of, []).append(d)
+        return out
+
+    def match_drug(self, codings: list[dict[str, Any]], text: str) -> str | None:
+        """The drug a medication concept names: by a code of a drug's value set, else by name (and,
+        for an ingredient with an oncology strength, by the strength written with it)."""
+        for c in codings:
+            code = c.get("code")
+            if isinstance(code, str) and code.strip() in self.excluded_drug_codes:
+                return None
+        for c in codings:
+            for h in self.lookup(c.get("system"), c.get("code")):
+                key = self.drug_by_valueset.get(h.valueset)
+                if key is not None:
+                    return key
+        found = self.drug_names.find(text)
+        if not found:
+            return None
+        keys = [k for k, _ in found]
+        low = " ".join(text.lower().replace(" /", "/").replace("/ ", "/").split())
+        for key in keys:
+            for variant in self._variants.get(key, ()):
+                if any(p.search(low) for p in variant.strengths):
+                    return variant.key
+        order = list(self.drugs)
+        return min(keys, key=order.index)
 
     @cached_property
-    def excluded_name_sets(self) -> tuple[tuple[str, ...], ...]:
-        return tuple(tuple(w.lower() for w in e["words"]) for e in self.raw["medications"].get("exclude_name_sets", []))
+    def unmatched_medication(self) -> tuple[re.Pattern[str], str]:
+        u = self.raw["terminology"]["unmatched_relevant"]["medication"]
+        return re.compile("|".join(f"(?:{p})" for p in u["patterns"])), u["reason"]
 
     @cached_property
     def care_diagnoses(self) -> frozenset[str]:
@@ -186,27 +282,19 @@ class Knowledge:
 
     @cached_property
     def system(self) -> dict[str, str]:
-        return {
-            "loinc": "http://loinc.org",
-            "snomed": "http://snomed.info/sct",
-            "icd10cm": "http://hl7.org/fhir/sid/icd-10-cm",
-            "rxnorm": "http://www.nlm.nih.gov/research/umls/rxnorm",
-            "ucum": "http://unitsofmeasure.org",
-        }
+        """The code systems' URIs (terminology.yaml), and UCUM's."""
+        out = {key: e["uri"] for key, e in self.raw["terminology"]["systems"].items()}
+        out["ucum"] = "http://unitsofmeasure.org"
+        return out
 
     # -- prefetch code lists ---------------------------------------------------------------
     def dxa_query_codes(self) -> list[str]:
         return [e["code"] for e in self.raw["dxa"]["codes"]] + sorted(self.dxa_panel_codes)
 
     def lab_query_codes(self) -> list[str]:
-        codes = [c for a in self.raw["labs"]["analytes"].values() for c in a["codes"]]
+        codes = [c for key in self.raw["labs"]["analytes"] for c in self.analyte_codes(key)]
         codes += [e["code"] for e in self.raw["labs"]["frax"]["codes"]]
         return codes
-
-
-def norm_icd(code: str) -> str:
-    """An ICD-10-CM code as the prefixes are kept: no dot, upper case."""
-    return code.replace(".", "").upper()
 
 
 def _schema() -> dict[str, Any]:
@@ -214,58 +302,154 @@ def _schema() -> dict[str, Any]:
     return json.loads(text)
 
 
-def load_knowledge(directory: str | Path | None = None) -> Knowledge:
-    """Read and check every knowledge file; raise KnowledgeError naming the file and place."""
-    base = Path(directory) if directory else Path(str(resources.files("cds_service.knowledge")))
+def packaged_directory() -> Path:
+    return Path(str(resources.files("cds_service.knowledge")))
+
+
+def load_knowledge(directory: str | Path | None = None, site_directory: str | Path | None = None) -> Knowledge:
+    """Read and check every knowledge file; raise KnowledgeError naming the file and place.
+
+    ``directory``: a folder holding every knowledge file (default: the packaged ones).
+    ``site_directory`` (CDS_KNOWLEDGE_DIR): a site's folder on top of it: a knowledge file there
+    replaces the one of the same name, a value set file in its ``valuesets/`` replaces or adds one,
+    and ``local-codes.yaml`` adds the site's own codes and names to value sets and drugs."""
+    from .contract import check_contract
+    base = Path(directory) if directory else packaged_directory()
+    site = Path(site_directory) if site_directory else None
+    if site is not None and not site.is_dir():
+        raise KnowledgeError(f"knowledge folder {site} (CDS_KNOWLEDGE_DIR) is not a folder")
     raw: dict[str, Any] = {}
+    paths: dict[str, Path] = {}
     for name in FILES:
         path = base / f"{name}.yaml"
-        try:
-            raw[name] = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise KnowledgeError(f"knowledge file {path} is missing") from None
-        except yaml.YAMLError as exc:
-            raise KnowledgeError(f"knowledge file {path} is not valid YAML: {exc}") from None
+        if site is not None and (site / f"{name}.yaml").exists():
+            path = site / f"{name}.yaml"
+        paths[name] = path
+        raw[name] = _read_yaml(path, required=True)
+    local_path = site / LOCAL_CODES if site is not None else None
+    if local_path is not None and local_path.exists():
+        raw["local"] = _read_yaml(local_path, required=True)
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
         where = list(e.absolute_path)
-        fname = f"{where[0]}.yaml" if where else "knowledge"
+        file = paths.get(str(where[0])) if where else None
+        if where and where[0] == "local":
+            file = local_path
         place = "/".join(str(p) for p in where[1:]) or "(top)"
-        raise KnowledgeError(f"knowledge file {base / fname}: at {place}: {e.message}")
-    k = Knowledge(raw=raw, directory=str(base))
-    _cross_check(k, base)
+        raise KnowledgeError(f"knowledge file {file or base}: at {place}: {e.message}")
+    check_contract(raw, base, paths)
+    folders = [base / "valuesets"] + ([site / "valuesets"] if site is not None else [])
+    try:
+        valuesets = load_valuesets(folders)
+    except ValueError as exc:
+        raise KnowledgeError(str(exc)) from None
+    k = Knowledge(raw=raw, directory=str(base), valuesets=valuesets, site_directory=str(site or ""))
+    _cross_check(k, paths)
+    if "local" in raw:
+        _apply_local_codes(k, local_path)
     return k
 
 
-def _cross_check(k: Knowledge, base: Path) -> None:
+def _read_yaml(path: Path, required: bool) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KnowledgeError(f"knowledge file {path} is missing") from None
+    except yaml.YAMLError as exc:
+        raise KnowledgeError(f"knowledge file {path} is not valid YAML: {exc}") from None
+
+
+def _apply_local_codes(k: Knowledge, path: Path) -> None:
+    """Add a site's codes to their value sets (kept apart as ``local``, with the file's source)."""
+    from .terminology import SYSTEM_KEYS, Code
+
+    local = k.raw["local"]
+    source = f"local: {local['source']}"
+    added: dict[str, list[Code]] = {}
+    for i, e in enumerate(local.get("codes", [])):
+        if e["valueset"] not in k.valuesets:
+            raise KnowledgeError(f"knowledge file {path}: at codes/{i}: unknown value set {e['valueset']!r} "
+                                 f"(see `cds-service knowledge` for the list)")
+        system = k.system.get(e["system"], SYSTEM_KEYS.get(e["system"], e["system"]))
+        added.setdefault(e["valueset"], []).append(Code(system, str(e["code"]), e.get("display", ""), (source,), False))
+    for i, e in enumerate(local.get("names", [])):
+        if e["drug"] not in k.drugs:
+            raise KnowledgeError(f"knowledge file {path}: at names/{i}: unknown drug {e['drug']!r}")
+    for name, codes in added.items():
+        vs = k.valuesets[name]
+        k.valuesets[name] = ValueSet(vs.name, vs.title, vs.codes, {**vs.sources, source: {"title": local["source"]}},
+                                     vs.filters, vs.local + tuple(codes))
+
+
+def _cross_check(k: Knowledge, paths: dict[str, Path]) -> None:
     sites = k.raw["dxa"]["sites"]
     for i, e in enumerate(k.raw["dxa"]["codes"]):
         if e["site"] not in sites:
-            raise KnowledgeError(f"knowledge file {base / 'dxa.yaml'}: at codes/{i}: unknown site {e['site']!r}")
+            raise KnowledgeError(f"knowledge file {paths['dxa']}: at codes/{i}: unknown site {e['site']!r}")
     for e in k.raw["dxa"]["body_sites"]["snomed"] + k.raw["dxa"]["body_sites"]["keywords"]:
         if e["site"] not in sites:
-            raise KnowledgeError(f"knowledge file {base / 'dxa.yaml'}: body_sites: unknown site {e['site']!r}")
-    seen: dict[str, str] = {}
+            raise KnowledgeError(f"knowledge file {paths['dxa']}: body_sites: unknown site {e['site']!r}")
+    meds = paths["medications"]
+    owner: dict[str, str] = {}
     for d in k.drugs.values():
-        for code in (d.ingredient, *d.products):
-            if code in k.excluded_drug_codes:
-                raise KnowledgeError(f"knowledge file {base / 'medications.yaml'}: drug {d.key}: code {code} is on the exclude list")
-            if code in seen and seen[code] != d.key:
-                raise KnowledgeError(f"knowledge file {base / 'medications.yaml'}: code {code} is used by {seen[code]} and {d.key}")
-            seen[code] = d.key
+        vs = k.valuesets.get(d.valueset)
+        if vs is None:
+            raise KnowledgeError(f"knowledge file {meds}: drug {d.key}: no value set {d.valueset!r} in valuesets/")
+        if owner.get(d.valueset):
+            raise KnowledgeError(f"knowledge file {meds}: value set {d.valueset} is used by {owner[d.valueset]} and {d.key}")
+        owner[d.valueset] = d.key
+        for code in vs.codes:
+            if code.code in k.excluded_drug_codes:
+                raise KnowledgeError(f"knowledge file {meds}: drug {d.key}: code {code.code} of value set {vs.name} is on the exclude list")
+        if d.strength_of and d.strength_of not in k.drugs:
+            raise KnowledgeError(f"knowledge file {meds}: drug {d.key}: strength_of names unknown drug {d.strength_of!r}")
+    drug_code_owner: dict[tuple[str, str], str] = {}
+    for d in k.drugs.values():
+        for code in k.valuesets[d.valueset].codes:
+            other = drug_code_owner.setdefault((code.system, code.code), d.key)
+            if other != d.key:
+                raise KnowledgeError(f"knowledge file {meds}: code {code.code} is in the value sets of {other} and {d.key}")
     classes = {d.drug_class for d in k.drugs.values()}
     for c in k.therapy_classes:
         if c not in classes:
-            raise KnowledgeError(f"knowledge file {base / 'medications.yaml'}: osteoporosis_therapy_classes names unknown class {c!r}")
+            raise KnowledgeError(f"knowledge file {meds}: osteoporosis_therapy_classes names unknown class {c!r}")
+    for key, c in k.raw["conditions"]["concepts"].items():
+        for vs in c.get("valuesets", []) + [e["valueset"] for e in c.get("sites", [])]:
+            if vs not in k.valuesets:
+                raise KnowledgeError(f"knowledge file {paths['conditions']}: concept {key}: no value set {vs!r} in valuesets/")
     for key, a in k.raw["labs"]["analytes"].items():
         if a["unit"] not in a["units"] or a["units"][a["unit"]] != 1.0:
-            raise KnowledgeError(f"knowledge file {base / 'labs.yaml'}: analyte {key}: canonical unit {a['unit']!r} must convert with factor 1")
-    _check_treatment(k, base / "treatment.yaml")
+            raise KnowledgeError(f"knowledge file {paths['labs']}: analyte {key}: canonical unit {a['unit']!r} must convert with factor 1")
+        if a.get("valueset") and a["valueset"] not in k.valuesets:
+            raise KnowledgeError(f"knowledge file {paths['labs']}: analyte {key}: no value set {a['valueset']!r} in valuesets/")
+    dxa_vs = k.raw["terminology"]["unmatched_relevant"]["dxa"]["valueset"]
+    if dxa_vs not in k.valuesets:
+        raise KnowledgeError(f"knowledge file {paths['terminology']}: unmatched_relevant/dxa: no value set {dxa_vs!r} in valuesets/")
+    for section in ("medication", "condition"):
+        for i, p in enumerate(k.raw["terminology"]["unmatched_relevant"][section]["patterns"]):
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise KnowledgeError(f"knowledge file {paths['terminology']}: at unmatched_relevant/{section}/patterns/{i}: {exc}") from None
+    for key, d in k.raw["medications"]["drugs"].items():
+        for i, p in enumerate(d.get("strengths", [])):
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise KnowledgeError(f"knowledge file {meds}: at drugs/{key}/strengths/{i}: {exc}") from None
+    _check_treatment(k, paths["treatment"])
+    for key, r in k.treatment["regimens"].items():
+        # the code a draft order carries must name the drug: in its value set, or marked unconfirmed
+        if key in k.drugs and not r["rxnorm"].get("check"):
+            vs = k.valuesets[k.drugs[key].valueset]
+            if not any(c.code == r["rxnorm"]["code"] for c in vs.codes):
+                raise KnowledgeError(f"knowledge file {paths['treatment']}: regimens/{key}: RxNorm {r['rxnorm']['code']} "
+                                     f"is not in value set {vs.name} (mark it check: true if no source has it)")
     for topic in k.cards["override_reasons"]:
         if topic not in k.cards["topics"]:
-            raise KnowledgeError(f"knowledge file {base / 'cards.yaml'}: override_reasons names unknown topic {topic!r}")
+            raise KnowledgeError(f"knowledge file {paths['cards']}: override_reasons names unknown topic {topic!r}")
 
 
 PREDICATES = {"lab_below", "lab_above", "lab_below_range", "lab_above_range", "condition", "recent_condition",

@@ -26,7 +26,7 @@ PRODUCTS = {
     "denosumab": ("993452", "denosumab 60 MG/ML Prefilled Syringe [Prolia]", "60 mg SC every 6 months"),
     "teriparatide": ("1435115", "teriparatide 0.25 MG/ML pen injector", "20 mcg SC daily"),
     "abaloparatide": ("1921082", "abaloparatide pen injector [Tymlos]", "80 mcg SC daily"),
-    "romosozumab": ("2169266", "romosozumab", "210 mg SC monthly"),
+    "romosozumab": ("2123184", "romosozumab", "210 mg SC monthly"),
 }
 
 

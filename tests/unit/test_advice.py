@@ -17,7 +17,7 @@ from .test_interpretation import AS_OF, LOINC, PID, RXNORM, UCUM, born, conditio
 _ids = itertools.count(1)
 MONTH = 30.4375
 
-ALENDRONATE, ZOLEDRONIC, DENOSUMAB, TERIPARATIDE = "46041", "77655", "993449", "110634"
+ALENDRONATE, ZOLEDRONIC, DENOSUMAB, TERIPARATIDE = "46041", "77655", "993449", "32915"  # teriparatide: RxNorm IN 32915 (110634 was in no source)
 ALL_DRUGS = ["romosozumab", "teriparatide", "abaloparatide", "alendronate", "risedronate", "ibandronate",
              "zoledronic_acid", "denosumab"]
 

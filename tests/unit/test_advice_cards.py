@@ -106,7 +106,7 @@ def test_very_high_risk_untreated_treatment_card(cards):
     rec = [s for s in c["suggestions"] if s.get("isRecommended")]
     assert len(rec) == 1
     assert "romosozumab" in rec[0]["label"]
-    assert drug_codes(c) == ["2169266", "1435115", "1921082", "705824", "993452"]
+    assert drug_codes(c) == ["2123184", "1435115", "1921082", "705824", "993452"]
     assert "ACP-2023" in c["detail"] or "American College of Physicians" in c["detail"]
 
 
@@ -121,7 +121,7 @@ def test_high_risk_treatment_card_is_a_warning(cards):
 
 def test_blocked_drug_is_explained_not_ordered(cards):
     [c] = of(cards(*very_high(condition("I21.9", onset=months_ago(5)))), "treatment")
-    assert "2169266" not in drug_codes(c)
+    assert "2123184" not in drug_codes(c)
     assert "Not offered" in c["detail"]
     assert "romosozumab" in c["detail"].split("Not offered", 1)[1].lower()
     assert [s.get("isRecommended") for s in c["suggestions"]].count(True) == 1

@@ -358,7 +358,12 @@ def test_frax_read_from_code_text(build):
 @pytest.mark.parametrize("code, system, concept, site", [
     ("M80.08XA", ICD, "fragility_fracture", "vertebral"),
     ("M80.051A", ICD, "fragility_fracture", "hip"),
-    ("M80.031A", ICD, "fragility_fracture", "unspecified"),
+    ("M80.031A", ICD, "fragility_fracture", "wrist"),
+    ("S52.501A", ICD, "fragility_fracture", "wrist"),
+    ("S42.201A", ICD, "fragility_fracture", "humerus"),
+    ("S32.401A", ICD, "fragility_fracture", "pelvis"),
+    ("359817006", SNOMED, "fragility_fracture", "hip"),
+    ("263102004", SNOMED, "fragility_fracture", "wrist"),
     ("S72.001A", ICD, "fragility_fracture", "hip"),
     ("S72.21XA", ICD, "fragility_fracture", "hip"),
     ("S32.010A", ICD, "fragility_fracture", "vertebral"),
@@ -376,13 +381,28 @@ def test_frax_read_from_code_text(build):
 ])
 def test_condition_codes_map_to_concepts(build, code, system, concept, site):
     facts = build(condition(code, system, onset="2025-01-10"))
-    [c] = facts.conditions
+    [c] = [c for c in facts.conditions if c.concept == concept]
     assert (c.concept, c.fracture_site, c.code, c.active) == (concept, site, code, True)
     assert c.onset == date(2025, 1, 10)
 
 
+@pytest.mark.parametrize("code, system", [("M80.08XA", ICD), ("M80.031A", ICD), ("Z87.310", ICD),
+                                          ("443165006", SNOMED)])
+def test_osteoporotic_fracture_codes_are_osteoporosis_and_a_fracture(build, code, system):
+    """An osteoporotic-fracture code states both: the VSAC osteoporosis value sets hold it too."""
+    facts = build(condition(code, system, onset="2025-01-10"))
+    assert sorted(c.concept for c in facts.conditions) == ["fragility_fracture", "osteoporosis"]
+
+
+@pytest.mark.parametrize("code, concepts", [("M81", ["osteoporosis"]),
+                                            ("M80.8", ["fragility_fracture", "osteoporosis"])])
+def test_an_icd_category_wholly_in_a_value_set_matches(build, code, concepts):
+    """A record coded with the category (every code under which is listed) is that concept."""
+    assert sorted(c.concept for c in build(condition(code, ICD)).conditions) == concepts
+
+
 def test_unrelated_and_near_miss_codes_are_not_matched(build):
-    facts = build(condition("M81", ICD), condition("S72.3XXA", ICD), condition("M80.8", ICD),
+    facts = build(condition("S72.3XXA", ICD), condition("S72", ICD), condition("S12.000A", ICD),
                   condition("44054006", SNOMED), condition("M80.08XA", "http://example.org/other"))
     assert facts.conditions == []
 
@@ -429,7 +449,12 @@ def test_condition_of_another_patient_is_ignored(build):
     ({"code": "1435117"}, "teriparatide"),
     ({"code": "1921082"}, "abaloparatide"),
     ({"code": "72143"}, "raloxifene"),
-    ({"code": "8640"}, "prednisone"),
+    ({"code": "8640"}, "glucocorticoid"),
+    ({"code": "904419"}, "alendronate"),
+    ({"text": "Alendronic acid 10 MG Oral Tablet"}, "alendronate"),
+    ({"text": "Denosumab-bbdz 60 mg/mL [Jubbonti]"}, "denosumab"),
+    ({"code": "32915"}, "teriparatide"),
+    ({"code": "2123190"}, "romosozumab"),
     ({"text": "Fosamax 70 mg tablet weekly"}, "alendronate"),
     ({"text": "Alendronate sodium 70 MG Oral Tablet"}, "alendronate"),
     ({"text": "Prolia 60 mg/mL prefilled syringe"}, "denosumab"),
@@ -458,9 +483,11 @@ def test_medication_statement_is_read(build):
     {"text": "Zometa 4 mg IV (zoledronic acid)"},
 ], ids=["docetaxel-named-abaloparatide", "docetaxel-tymlos-text", "xgeva-display", "xgeva-code",
         "xgeva-text", "zometa-text"])
-def test_oncology_and_wrong_codes_are_never_therapy(build, kw):
+def test_oncology_and_wrong_codes_are_never_therapy(build, knowledge, kw):
     facts = build(med(**kw))
-    assert facts.medications == []
+    assert [m for m in facts.medications if m.drug_class in knowledge.therapy_classes] == []
+    # an oncology strength is read as such (for the oncology rules), docetaxel not at all
+    assert all(m.drug_class == "oncology_antiresorptive" for m in facts.medications)
 
 
 @pytest.mark.parametrize("status", ["draft", "cancelled", "entered-in-error", "stopped", "on-hold"])
@@ -507,7 +534,7 @@ def test_the_same_resource_reached_twice_is_read_once(build):
 @pytest.mark.parametrize("text", ["denosumab 120 MG in 1.7 ML Injection", "zoledronic acid 4 MG in 5 ML Injection"])
 def test_oncology_strengths_named_without_a_brand_are_not_therapy(build, text):
     facts = build(med(text=text))
-    assert facts.medications == []
+    assert [m.drug_class for m in facts.medications] == ["oncology_antiresorptive"]
 
 
 def test_osteoporosis_strengths_are_still_therapy(build):

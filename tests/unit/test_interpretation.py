@@ -268,6 +268,14 @@ def test_hip_or_vertebral_fragility_fracture_means_osteoporosis_with_normal_t(ru
 
 
 @pytest.mark.parametrize("code, system", [("M80.031A", ICD), ("443165006", SNOMED), ("Z87.310", ICD)])
+def test_osteoporotic_fracture_code_is_a_recorded_osteoporosis_diagnosis(run, code, system):
+    """'Age-related osteoporosis with current pathological fracture' states the diagnosis (it is in
+    the VSAC osteoporosis value sets): it persists whatever the T-score, as M81.0 does."""
+    i = run(t("spine", -0.5), fracture(code, system=system))
+    assert i.diagnosis == "osteoporosis"
+
+
+@pytest.mark.parametrize("code, system", [("S52.501A", ICD), ("263102004", SNOMED), ("S42.201A", ICD)])
 def test_forearm_or_unspecified_fracture_does_not_make_osteoporosis(run, code, system):
     normal = run(t("spine", -0.5), fracture(code, system=system))
     assert normal.diagnosis == "normal"
@@ -315,28 +323,30 @@ def test_earlier_t_score_above_minus_2_5_does_not_persist(run):
 
 # -- very high risk features (osteoporosis) ------------------------------------------------------------
 def test_fracture_within_12_months_is_very_high_risk(run):
-    recent = run(t("spine", -2.6), fracture("M80.031A", onset=day(300)))
+    recent = run(t("spine", -2.6), fracture("S52.501A", onset=day(300)))
     assert recent.risk == "very_high"
     assert len(recent.risk_reasons) == 1 and "last 12 months" in recent.risk_reasons[0]
-    old = run(t("spine", -2.6), fracture("M80.031A", onset=day(400)))
+    old = run(t("spine", -2.6), fracture("S52.501A", onset=day(400)))
     assert (old.risk, old.risk_reasons) == ("high", [])
 
 
 def test_fracture_while_on_therapy_is_very_high_risk(run):
-    i = run(t("spine", -2.6), med("46041", start=day(900)), fracture("M80.031A", onset=day(500)))
+    i = run(t("spine", -2.6), med("46041", start=day(900)), fracture("S52.501A", onset=day(500)))
     assert i.risk == "very_high"
-    assert i.risk_reasons == [f"fracture while on alendronate: M80.031A ({day(500).isoformat()})"]
+    # a record without words of its own is named from the CMS ICD-10-CM release
+    assert i.risk_reasons == ["fracture while on alendronate: Unspecified fracture of the lower end of right radius, "
+                              f"initial encounter for closed fracture ({day(500).isoformat()})"]
     assert [m.drug for m in i.active_therapies] == ["alendronate"]
 
 
 def test_fracture_before_therapy_started_is_not_on_therapy(run):
-    i = run(t("spine", -2.6), med("46041", start=day(400)), fracture("M80.031A", onset=day(500)))
+    i = run(t("spine", -2.6), med("46041", start=day(400)), fracture("S52.501A", onset=day(500)))
     assert (i.risk, i.risk_reasons) == ("high", [])
 
 
 def test_fracture_after_completed_therapy_ended_is_not_on_therapy(run):
     i = run(t("spine", -2.6), med("46041", start=day(2000), status="completed", end=day(900)),
-            fracture("M80.031A", onset=day(500)))
+            fracture("S52.501A", onset=day(500)))
     assert (i.risk, i.risk_reasons) == ("high", [])
     assert i.active_therapies == []
 
@@ -380,7 +390,7 @@ def test_completed_prednisone_is_not_current_glucocorticoid_use(run):
 
 
 def test_very_high_risk_features_need_osteoporosis(run):
-    i = run(t("spine", -1.5), condition("Z79.52"), fracture("M80.031A", onset=day(30)))
+    i = run(t("spine", -1.5), condition("Z79.52"), fracture("S52.501A", onset=day(30)))
     assert i.diagnosis == "low_bone_mass"
     assert i.risk == "frax_needed"
 

@@ -1,6 +1,7 @@
 """Loading and checking the knowledge files (a broken file stops start-up, naming the file)."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ SOURCE_DIR = Path(__file__).resolve().parents[2] / "cds_service" / "knowledge"
 def kdir(tmp_path: Path) -> Path:
     for f in SOURCE_DIR.glob("*.yaml"):
         shutil.copy(f, tmp_path / f.name)
+    shutil.copytree(SOURCE_DIR / "valuesets", tmp_path / "valuesets")
     return tmp_path
 
 
@@ -32,8 +34,10 @@ def test_shipped_knowledge_loads():
     assert k.dxa_by_code["38265-5"].ambiguous_site is True
     assert k.threshold("t_score_osteoporosis_max") == -2.5
     assert k.threshold("exam_window_days") == 30
-    assert "1860480" in k.excluded_drug_codes and "1046398" in k.excluded_drug_codes
-    assert "1860480" not in k.drug_by_code
+    assert "1860480" in k.excluded_drug_codes
+    rx = k.system["rxnorm"]
+    assert k.lookup(rx, "1860480") == []  # docetaxel is in no value set
+    assert [h.valueset for h in k.lookup(rx, "1046398")] == ["denosumab_oncology"]  # Xgeva: its own concept
 
 
 def test_copy_of_the_knowledge_directory_loads(kdir):
@@ -92,7 +96,10 @@ def test_threshold_without_source_is_named(kdir):
 
 
 def test_excluded_code_used_as_therapy_is_named(kdir):
-    edit(kdir / "medications.yaml", lambda d: d["drugs"]["abaloparatide"]["products"].append("1860480"))
+    path = kdir / "valuesets" / "abaloparatide.json"
+    vs = json.loads(path.read_text())
+    vs["codes"].append(["rxnorm", "1860480", "docetaxel", ["test"]])
+    path.write_text(json.dumps(vs))
     with pytest.raises(KnowledgeError) as err:
         load_knowledge(kdir)
     assert "medications.yaml" in str(err.value) and "1860480" in str(err.value)

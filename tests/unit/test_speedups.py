@@ -54,7 +54,9 @@ def test_remembered_drug_matches_equal_fresh_ones(knowledge):
     concepts = [
         {"coding": [{"system": RXNORM, "code": "1115005"}]},
         {"coding": [{"system": RXNORM, "code": "1115005"}], "text": "ibandronate"},
+        {"coding": [{"system": RXNORM, "code": "904419"}]},
         {"text": "Prolia 60 MG/ML injection"},
+        {"text": "denosumab 120 mg"},
         {"text": "alendronate 70 mg weekly"},
         {"text": "lisinopril 10 mg"},
         {"coding": [{"system": "http://example.org/local", "code": "1115005"}]},
@@ -62,9 +64,9 @@ def test_remembered_drug_matches_equal_fresh_ones(knowledge):
     memo = FactBuilder(knowledge)
     for _ in range(3):
         for concept in concepts:
-            assert memo.match_drug(concept) == FactBuilder(knowledge)._match_drug(
-                [c["code"] for c in concept.get("coding", []) if c["system"] == RXNORM],
-                facts_module._text_of(concept).lower())
+            assert memo.match_drug(concept) == knowledge.match_drug(
+                facts_module._codings(concept), facts_module._text_of(concept))
+    assert len(memo._drug_memo) == len(concepts)
 
 
 def test_a_malformed_code_does_not_change_later_answers(knowledge):
@@ -106,13 +108,20 @@ def test_tune_gc_freezes_and_raises_the_threshold():
 
 
 def test_icd_codes_match_the_longest_listed_prefix_as_a_scan_would(knowledge):
-    lengths, index = knowledge.icd_prefix_index
-    listed = {p for p, _, _ in knowledge.icd_prefixes}
-    # every listed prefix, each extended, shortened and with junk, against the plain scan
+    """The ICD-10-CM index (lookups by code length) gives what a scan of every listed code for the
+    longest one the code starts with would give."""
+    from cds_service.knowledge.terminology import norm_icd
+    icd = knowledge.system["icd10cm"]
+    listed: dict[str, set[str]] = {}
+    for name, vs in knowledge.valuesets.items():
+        for c in vs.codes:
+            if c.system == icd:
+                listed.setdefault(norm_icd(c.code), set()).add(name)
+    by_length = sorted(listed, key=len, reverse=True)
     probes = set()
-    for p in listed:
-        probes |= {p, p + "0", p + "XA", p[:-1], p[:2], "Z" + p}
+    for p in list(listed)[::7]:  # a spread of the ~3,000 listed codes, each varied
+        probes |= {p, p + "0", p + "XA", p[:-1], p[:3], "Z" + p}
     for code in sorted(probes):
-        scan = next(((c, s) for p, c, s in knowledge.icd_prefixes if code.startswith(p)), None)
-        fast = next((index[code[:n]] for n in lengths if len(code) >= n and code[:n] in index), None)
+        scan = next((listed[p] for p in by_length if code.startswith(p) and len(p) >= 3), set())
+        fast = {h.valueset for h in knowledge.lookup(icd, code)}
         assert fast == scan, code
