@@ -51,7 +51,7 @@ def icd_release():
     except ImportError:  # pragma: no cover - the test extra installs it
         raise BuildError("the package simple-icd-10-cm is needed: pip install simple-icd-10-cm") from None
     data = Path(cm.__file__).parent / "data"
-    tabular = sorted(p.name for p in data.glob("icd10cm*tabular*.xml"))
+    tabular = sorted(p.name for p in data.glob("*tabular*.xml"))
     name = tabular[0] if tabular else "unknown tabular file"
     return cm, f"CMS ICD-10-CM tabular release ({name}), via simple-icd-10-cm {metadata.version('simple-icd-10-cm')}"
 
