@@ -165,10 +165,16 @@ class Knowledge:
         return (re.compile("|".join(f"(?:{p})" for p in u["patterns"])),
                 tuple(norm_icd(c) for c in u["icd10cm"]), u["reason"])
 
+    @cached_property
+    def _unmatched_condition_not(self) -> re.Pattern[str] | None:
+        words = self.raw["terminology"]["unmatched_relevant"]["condition"].get("not_patterns") or []
+        return re.compile("|".join(f"(?:{p})" for p in words)) if words else None
+
     def relevant_unmatched_condition(self, codings: list[dict[str, Any]], text: str) -> bool:
         pattern, prefixes, _ = self.unmatched_condition
-        if pattern.search(text.lower()):
-            return True
+        lowered = text.lower()
+        if pattern.search(lowered):
+            return not (self._unmatched_condition_not and self._unmatched_condition_not.search(lowered))
         icd = self.index.systems["icd10cm"]
         return any(self.index.system_uri(c.get("system")) == icd and isinstance(c.get("code"), str)
                    and norm_icd(c["code"]).startswith(prefixes) for c in codings)
@@ -427,12 +433,12 @@ def _cross_check(k: Knowledge, paths: dict[str, Path]) -> None:
     dxa_vs = k.raw["terminology"]["unmatched_relevant"]["dxa"]["valueset"]
     if dxa_vs not in k.valuesets:
         raise KnowledgeError(f"knowledge file {paths['terminology']}: unmatched_relevant/dxa: no value set {dxa_vs!r} in valuesets/")
-    for section in ("medication", "condition"):
-        for i, p in enumerate(k.raw["terminology"]["unmatched_relevant"][section]["patterns"]):
+    for section, key in (("medication", "patterns"), ("condition", "patterns"), ("condition", "not_patterns")):
+        for i, p in enumerate(k.raw["terminology"]["unmatched_relevant"][section].get(key, [])):
             try:
                 re.compile(p)
             except re.error as exc:
-                raise KnowledgeError(f"knowledge file {paths['terminology']}: at unmatched_relevant/{section}/patterns/{i}: {exc}") from None
+                raise KnowledgeError(f"knowledge file {paths['terminology']}: at unmatched_relevant/{section}/{key}/{i}: {exc}") from None
     for key, d in k.raw["medications"]["drugs"].items():
         for i, p in enumerate(d.get("strengths", [])):
             try:

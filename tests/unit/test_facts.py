@@ -553,3 +553,32 @@ def test_unconfirmed_fracture_does_not_count_but_unconfirmed_mi_does(build, veri
                   condition("I21.4", verification=verification, rid="mi"))
     assert [c.concept for c in facts.conditions] == ["myocardial_infarction"]
     assert any(i.resource == "Condition/frac" and verification in i.reason for i in facts.ignored)
+
+
+# -- relevant records that match no value set: listed as not used, never dropped (issue 13) ------
+def _coded(code: str, display: str, system: str = SNOMED) -> dict[str, Any]:
+    c = condition(code, system)
+    c["code"]["coding"][0]["display"] = display
+    return c
+
+
+@pytest.mark.parametrize("code, display", [
+    ("16114001", "Fracture of ankle (disorder)"),  # Synthea: a fracture outside the site value sets
+    ("58150001", "Fracture of clavicle (disorder)"),
+    ("125605004", "Fracture of bone (disorder)"),
+])
+def test_fracture_outside_the_site_value_sets_is_listed_as_not_used(build, code, display):
+    c = _coded(code, display)
+    facts = build(c)
+    assert facts.conditions == []
+    assert [i.resource for i in facts.ignored] == [f"Condition/{c['id']}"]
+    assert "not counted" in facts.ignored[0].reason
+
+
+@pytest.mark.parametrize("code, display", [
+    ("278588009", "Fractured dental filling (finding)"),  # Synthea's dental module: not a bone
+    ("1259293006", "Application of composite dental filling material to dentin of tooth following fracture"),
+])
+def test_a_dental_fracture_is_not_an_osteoporosis_record(build, code, display):
+    facts = build(_coded(code, display))
+    assert facts.conditions == [] and facts.ignored == []
