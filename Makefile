@@ -11,7 +11,7 @@ PORT ?= 8080
 WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install run run-sandbox test test-fast fhir-server browser samples bench clean
+.PHONY: install run run-sandbox test test-fast fhir-server browser samples valuesets bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ test-fast: install
 
 samples: install
 	$(BIN)/python -m fhir_samples.scenarios
+
+# rebuild the packaged value sets (cds_service/knowledge/valuesets/) from terminology/sources/ by the
+# recipe terminology/concepts.yaml; see terminology/README.md
+valuesets: install
+	$(BIN)/python terminology/build_valuesets.py
 
 clean:
 	rm -rf $(VENV) $(FHIR_VENV) .pytest_cache
