@@ -369,16 +369,32 @@ def _read_yaml(path: Path, required: bool) -> Any:
 
 def _apply_local_codes(k: Knowledge, path: Path) -> None:
     """Add a site's codes to their value sets (kept apart as ``local``, with the file's source)."""
-    from .terminology import SYSTEM_KEYS, Code
+    from .terminology import SYSTEM_KEYS, Code, norm_ndc
 
     local = k.raw["local"]
     source = f"local: {local['source']}"
+    aliases = {a: e["uri"] for e in k.raw["terminology"]["systems"].values() for a in e.get("aliases", [])}
+
+    def key(system: str, code: str) -> tuple[str, str]:  # as the code index compares codes
+        if system == k.system["ndc"]:
+            return system, norm_ndc(code)
+        return system, norm_icd(code) if system == k.system["icd10cm"] else code.strip()
+
+    # a drug's code belongs to that drug only: a local code may not name another drug's code
+    drug_of_code = {key(c.system, c.code): d.key for d in k.drugs.values() for c in k.valuesets[d.valueset].codes}
     added: dict[str, list[Code]] = {}
     for i, e in enumerate(local.get("codes", [])):
         if e["valueset"] not in k.valuesets:
             raise KnowledgeError(f"knowledge file {path}: at codes/{i}: unknown value set {e['valueset']!r} "
                                  f"(see `cds-service knowledge` for the list)")
         system = k.system.get(e["system"], SYSTEM_KEYS.get(e["system"], e["system"]))
+        system = aliases.get(system, system)
+        drug = k.drug_by_valueset.get(e["valueset"])
+        if drug is not None:
+            other = drug_of_code.setdefault(key(system, str(e["code"])), drug)
+            if other != drug:
+                raise KnowledgeError(f"knowledge file {path}: at codes/{i}: code {e['code']} ({system}) is already "
+                                     f"a code of {other}; it cannot be added to value set {e['valueset']} ({drug})")
         added.setdefault(e["valueset"], []).append(Code(system, str(e["code"]), e.get("display", ""), (source,), False))
     for i, e in enumerate(local.get("names", [])):
         if e["drug"] not in k.drugs:

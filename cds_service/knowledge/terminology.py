@@ -98,20 +98,22 @@ class CodeIndex:
         return self.aliases.get(s, s)
 
     def lookup(self, system: Any, code: Any) -> list[Hit]:
-        """Every value set that holds the code. An ICD-10-CM code is found through the most specific
-        listed code at or above it in the code set (M80.08XA through M80.08 when only that is listed)."""
+        """Every value set that holds the code. An ICD-10-CM code is found, in each value set, through
+        the most specific code of that set at or above it in the code set (M80.08XA through M80.08
+        when only that is listed), whatever other value sets list."""
         uri = self.system_uri(system)
         if uri is None or not isinstance(code, str) or not code.strip():
             return []
         if uri == self.systems["icd10cm"]:
             norm = norm_icd(code)
+            out: list[Hit] = []
+            found: set[str] = set()
             for n in range(len(norm), 2, -1):
-                hits = self.icd.get(norm[:n])
-                if hits:
-                    if n == len(norm):
-                        return hits
-                    return [Hit(h.valueset, h.code, f"ICD-10-CM category {h.code.code}") for h in hits]
-            return []
+                for h in self.icd.get(norm[:n], ()):
+                    if h.valueset not in found:
+                        found.add(h.valueset)
+                        out.append(h if n == len(norm) else Hit(h.valueset, h.code, f"ICD-10-CM category {h.code.code}"))
+            return out
         return self.exact.get((uri, self._norm(uri, code)), [])
 
 
