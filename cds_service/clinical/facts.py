@@ -233,6 +233,8 @@ class FactBuilder:
     def __init__(self, knowledge: Knowledge):
         self.k = knowledge
         self.loinc = knowledge.system["loinc"]
+        # LOINC by its canonical URI or an alias of terminology.yaml (its OID)
+        self._loinc_systems = frozenset([self.loinc] + knowledge.raw["terminology"]["systems"]["loinc"].get("aliases", []))
         self.counted_status = set(knowledge.threshold("observation_status_counted"))
         self.med_status = list(knowledge.threshold("medication_status_counted"))
         self.cond_excluded = set(knowledge.threshold("condition_verification_excluded"))
@@ -335,9 +337,10 @@ class FactBuilder:
         codings = concept.get("coding") if isinstance(concept, dict) else None
         if not isinstance(codings, list):
             return []
-        loinc = self.loinc
+        loinc = self._loinc_systems
         return [c["code"] for c in codings
-                if isinstance(c, dict) and c.get("system") == loinc and isinstance(c.get("code"), str)]
+                if isinstance(c, dict) and isinstance(c.get("system"), str) and c["system"] in loinc
+                and isinstance(c.get("code"), str)]
 
     def _observation(self, obs: dict[str, Any], facts: Facts, codes: list[str]) -> None:
         """``codes``: the Observation's LOINC codes, read once by ``build``."""
@@ -423,7 +426,7 @@ class FactBuilder:
     def _resolve_site(self, obs: dict[str, Any], code_concept: Any) -> tuple[str, str | None]:
         body = obs.get("bodySite")
         for c in _codings(body):
-            if c.get("system") == self.k.system["snomed"] and c.get("code") in self.k.body_site_snomed:
+            if self.k.index.system_uri(c.get("system")) == self.k.system["snomed"] and c.get("code") in self.k.body_site_snomed:
                 return self.k.body_site_snomed[c["code"]], None
         body_text = _text_of(body).lower()
         code_text = (code_concept.get("text") or "").lower() if isinstance(code_concept, dict) else ""

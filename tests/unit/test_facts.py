@@ -192,9 +192,10 @@ def test_38265_5_without_body_site_is_site_not_stated_never_radius(build):
 @pytest.mark.parametrize("body_site", [
     {"coding": [{"system": SNOMED, "code": "62413002", "display": "Bone structure of radius"}]},
     {"coding": [{"system": SNOMED, "code": "62413002"}]},
+    {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.96", "code": "62413002"}]},  # SNOMED CT by its OID
     {"text": "left forearm"},
     {"text": "Left Forearm"},
-], ids=["snomed+display", "snomed-only", "text", "text-mixed-case"])
+], ids=["snomed+display", "snomed-only", "snomed-oid", "text", "text-mixed-case"])
 def test_38265_5_with_forearm_body_site_is_radius(build, body_site):
     facts = build(obs("38265-5", -2.6, body_site=body_site))
     [s] = facts.scores
