@@ -3,6 +3,7 @@ scenario 3 (eGFR 25): each is recognised and blocked with a critical card (clini
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,26 @@ def test_order_select_of_a_sandbox_bisphosphonate_for_egfr_25_is_critical(client
     assert "egfr 25 " in c["detail"].lower()
     assert f"eGFR below {BLOCKED_BELOW_EGFR[row['drug']]} " in c["detail"]
     assert [a["resourceId"] for a in actions(c, "delete")] == ["MedicationRequest/sandbox-order"]
+
+
+# the sandbox's list has no zoledronic acid: every RxNorm code of the packaged zoledronic acid 5 mg value
+# set instead, sent as a code alone (no display, no text), as an EHR's order screen may send it
+ZOLEDRONIC = [(c[1], c[2]) for c in json.loads(
+    (Path(__file__).resolve().parents[2] / "cds_service" / "knowledge" / "valuesets" / "zoledronic_acid.json")
+    .read_text(encoding="utf-8"))["codes"] if c[0] == "rxnorm"]
+
+
+def test_the_zoledronic_acid_value_set_has_products():
+    assert len(ZOLEDRONIC) >= 3 and ("705824", "100 ML zoledronic acid 0.05 MG/ML Injection") in ZOLEDRONIC
+
+
+@pytest.mark.parametrize(("code", "display"), ZOLEDRONIC, ids=[f"{c}-{d}" for c, d in ZOLEDRONIC])
+def test_order_select_of_zoledronic_acid_by_code_alone_for_egfr_25_is_critical(client, response_validator,
+                                                                              scenario_request, code, display):
+    draft = sandbox_draft({"code": code, "display": display})
+    draft["medicationCodeableConcept"] = {"coding": [{"system": RXNORM, "code": code}]}
+    req = order_request(scenario_request, 3, "order-select", bundle(draft), selections=["MedicationRequest/sandbox-order"])
+    cards = call(client, response_validator, req)
+    critical = [c for c in cards if c["indicator"] == "critical"]
+    assert len(critical) == 1, [(c["indicator"], c["summary"]) for c in cards]
+    assert "zoledronic acid" in critical[0]["summary"].lower() and "eGFR below 35 " in critical[0]["detail"]
