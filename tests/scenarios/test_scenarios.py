@@ -1,4 +1,4 @@
-"""Every example patient of shared/scenarios.md: what it must and must not get, through the HTTP API
+"""Every example patient of the project's clinical scenarios (fhir_samples/scenarios.py): what it must and must not get, through the HTTP API
 and through `cds-service evaluate`, with the same answer."""
 from __future__ import annotations
 
