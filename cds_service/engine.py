@@ -207,7 +207,8 @@ class Engine:
                                  f"but context.patientId is {ctx_patient}", [f"prefetch.{service.patient_key}"])
         others = [r for r in gathered.resources() if r is not patient]
         facts = self.facts.build(patient, others, as_of or now_date(), unavailable=failed)
-        cards = service.handler(facts, self.knowledge, body)
+        # a deceased patient gets no cards from any service (clinical rules §6.5)
+        cards = [] if facts.patient.deceased else service.handler(facts, self.knowledge, body)
         t2 = time.monotonic()
         return HookResult(cards, gathered, {"gather_ms": int((t1 - t0) * 1000), "rules_ms": int((t2 - t1) * 1000)})
 

@@ -54,9 +54,11 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
         else:
             summary = f"{risk}, untreated: start {' or '.join(first or names[:2])}"
     else:
+        leads = next((f for fs in plan.not_offered.values() for f in fs if f.summary), None)
         titles = {c["id"]: c["title"] for c in k.treatment["secondary_causes"]}
         blockers = dict.fromkeys(_lower(titles.get(f.id, f.message)) for fs in plan.not_offered.values() for f in fs)
-        summary = f"{risk}, untreated: no drug can start yet; first correct {' and '.join(blockers)}"
+        summary = f"{risk}: {leads.summary}" if leads else \
+            f"{risk}, untreated: no drug can start yet; first correct {' and '.join(blockers)}"
     lines = [f"**{risk}, no osteoporosis therapy recorded.** Pharmacological treatment is indicated.", ""]
     lines += ["**Based on**", ""] + _basis(advice)
     if plan.offered:
@@ -87,7 +89,9 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
                    recommended=(d == plan.recommended))
         for d in plan.offered
     ]
-    indicator = "critical" if plan.level == "very_high" else "warning"
+    # a deliberate hand-over (oncology care leads, a drug complication) is not an untreated emergency
+    handed_over = not plan.offered and any(f.summary for fs in plan.not_offered.values() for f in fs)
+    indicator = "warning" if handed_over else "critical" if plan.level == "very_high" else "warning"
     guidelines = plan.guidelines + (["LABELS"] if plan.not_offered or plan.warnings else [])
     return card(k, topic="treatment", indicator=indicator, summary=summary,
                 detail="\n".join(lines) + data_notes(facts), guidelines=guidelines,
@@ -98,10 +102,18 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
     relevant_treatment = advice.treatment is not None or bool(advice.interp.active_therapies)
     groups: dict[str, list[Finding]] = {}
     for f in advice.findings:
+        if f.always_card:
+            groups.setdefault(f.id, []).append(f)
+            continue
         if f.kind == "contraindication" and not relevant_treatment:
             continue
-        if f.kind == "contraindication" and not f.warns and advice.treatment is None:
-            continue  # nothing is being chosen: a pure block is not news
+        plan = advice.treatment
+        if f.summary and not f.always_card and plan is not None and not plan.offered \
+                and any(f in fs for fs in plan.not_offered.values()):
+            continue  # the treatment card says it, in its summary: one card
+        taken = f.stops_current and any(m.drug in f.blocks for m in advice.interp.active_therapies)
+        if f.kind == "contraindication" and not f.warns and advice.treatment is None and not taken:
+            continue  # nothing is being chosen or to be stopped: a pure block is not news
         if f.kind == "secondary_cause" and advice.interp.diagnosis not in k.care_diagnoses:
             continue
         if not f.safety_card:
@@ -131,7 +143,8 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
         summary = capitalised(title)
         if evidence:
             summary = f"{summary}: {evidence[0].split(' (')[0]}"
-        cards.append(card(k, topic="safety", indicator="warning", summary=summary,
+        indicator = "critical" if any(f.indicator == "critical" for f in fs) else "warning"
+        cards.append(card(k, topic="safety", indicator=indicator, summary=summary,
                           detail="\n".join(lines) + data_notes(facts), guidelines=guidelines,
                           suggestions=suggestions or None, selection_behavior="at-most-one" if suggestions else None))
     return cards

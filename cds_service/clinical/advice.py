@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Any
 
 from ..knowledge import Knowledge
-from .facts import Facts, Lab, MedicationFact, months_after, months_between, years_between
+from .facts import Facts, Lab, MedicationFact, age_on, months_after, months_between, years_between
 from .interpretation import Interpretation, fmt
 
 
@@ -28,6 +28,11 @@ class Finding:
     suggest: str | None = None
     kind: str = "contraindication"  # or secondary_cause
     safety_card: bool = True  # False for a labelling restriction shown on the treatment card only
+    indicator: str = "warning"  # the safety card's indicator (critical for AFF/ONJ)
+    always_card: bool = False  # a safety card whatever is being chosen or taken
+    not_first: bool = False  # a drug it warns about is offered, never recommended first
+    stops_current: bool = False  # a blocked drug being taken is to be stopped or handed over: never "continue"
+    summary: str | None = None  # the treatment card's summary when it leaves no drug to offer
 
 
 @dataclass
@@ -165,6 +170,22 @@ class Evaluator:
             found = [c for concept in value for c in self.f.conditions_of(concept)
                      if c.onset and c.onset <= self.f.as_of and months_between(c.onset, self.f.as_of) <= months]
             return bool(found), [f"{c.display} ({c.code}) on {c.onset.isoformat()} ({c.resource})" for c in found]
+        if kind == "recorded_condition":  # any counted record, whatever its clinical status
+            found = [c for concept in value for c in self.f.conditions_of(concept)]
+            return bool(found), [f"{c.display} ({c.code}, {c.resource})" for c in found]
+        if kind == "undated_condition":  # a record with no onset or recorded date
+            found = [c for concept in value for c in self.f.conditions_of(concept) if c.onset is None]
+            return bool(found), [f"{c.display} ({c.code}, {c.resource}), no date recorded" for c in found]
+        if kind == "older_condition":
+            months = float(self.k.number(when["number"]))
+            found = [c for concept in value for c in self.f.conditions_of(concept)
+                     if c.onset and months_between(c.onset, self.f.as_of) > months]
+            return bool(found), [f"{c.display} ({c.code}) on {c.onset.isoformat()} ({c.resource})" for c in found]
+        if kind == "medication_class":  # an active order or statement of these drug classes
+            found = [m for m in self.f.medications if m.drug_class in value and m.status == "active"]
+            return bool(found), [f"{m.display} ({m.resource}, {m.status})" for m in found]
+        if kind == "condition_after_drug":
+            return self._condition_after_drug(value["conditions"], value["classes"])
         if kind == "sex":
             ok = self.f.patient.sex == value
             return ok, [f"sex recorded as {self.f.patient.sex}"] if ok else []
@@ -175,6 +196,35 @@ class Evaluator:
             ok = self.above_range(pth) and ca.value >= float(self.k.number("calcium_high_normal"))
             return ok, [_lab_age_note(pth, self.f, self.k), _lab_age_note(ca, self.f, self.k)] if ok else []
         raise ValueError(f"unknown predicate {kind}")
+
+    def _condition_after_drug(self, concepts: list[str], classes: list[str]) -> tuple[bool, list[str]]:
+        """A condition on or after exposure to a drug of ``classes``: its date on or after the first
+        record of the drug; an undated condition or drug counts (the cautious reading)."""
+        meds = [m for m in self.f.medications if m.drug_class in classes]
+        if not meds:
+            return False, []
+        starts = [m.start for m in meds if m.start]
+        first = min(starts) if len(starts) == len(meds) else None
+        found = [c for concept in concepts for c in self.f.conditions_of(concept)
+                 if first is None or c.onset is None or c.onset >= first]
+        if not found:
+            return False, []
+        evidence = [f"{c.display} ({c.code}" + (f", {c.onset.isoformat()}" if c.onset else ", date not recorded")
+                    + f", {c.resource})" for c in found]
+        evidence += [f"{m.display} ({m.resource}, {m.status}" + (f", since {m.start.isoformat()}" if m.start else "")
+                     + ")" for m in meds]
+        return True, evidence
+
+
+def may_be_pregnant(facts: Facts, k: Knowledge) -> bool:
+    """A woman under the T-score age (50) with no postmenopausal state recorded: an osteoporosis drug
+    asks to exclude pregnancy first (rules §6.5; Prolia and Evenity labels)."""
+    p = facts.patient
+    if p.sex != "female" or p.birth_date is None:
+        return False
+    if age_on(p.birth_date, facts.as_of) >= int(k.threshold("t_score_min_age")):
+        return False
+    return not any(c.active for c in facts.conditions_of("postmenopausal"))
 
 
 def findings(facts: Facts, k: Knowledge) -> list[Finding]:
@@ -188,7 +238,9 @@ def findings(facts: Facts, k: Knowledge) -> list[Finding]:
         if ok:
             out.append(Finding(c["id"], c["message"], c["action"], c["source"], evidence,
                                list(c.get("blocks", [])), list(c.get("warns", [])),
-                               safety_card=c.get("safety_card", True)))
+                               safety_card=c.get("safety_card", True), indicator=c.get("indicator", "warning"),
+                               always_card=c.get("always_card", False), not_first=c.get("not_first", False),
+                               stops_current=c.get("stops_current", False), summary=c.get("summary")))
     for c in k.treatment["secondary_causes"]:
         ok, evidence = ev.check(c["when"])
         if ok:
@@ -229,7 +281,10 @@ def plan_treatment(interp: Interpretation, facts: Facts, k: Knowledge, found: li
         candidates += opt["alternatives"]
     offered = [d for d in candidates if d not in blocked]
     not_offered = {d: blocked[d] for d in candidates if d in blocked}
-    recommended = next((d for d in offered if d in opt["first"]), offered[0] if offered else None)
+    # a drug offered only with a caution that says so is never the recommended one
+    not_first = {d for d in offered for f in warned.get(d, []) if f.not_first}
+    firsts = [d for d in offered if d not in not_first]
+    recommended = next((d for d in firsts if d in opt["first"]), firsts[0] if firsts else None)
     labs_to_check = [lab["display"] for lab in
                      missing_labs(facts, k, k.treatment["orders"]["labs_before_first_dose"])]
     return TreatmentPlan(level, offered, recommended, not_offered, {d: warned[d] for d in offered if d in warned},
@@ -251,12 +306,13 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
         if m.drug_class in k.therapy_classes:
             by_drug.setdefault(m.drug, []).append(m)
     blocked = {d for f in found for d in f.blocks}
+    stopping = {d for f in found if f.stops_current for d in f.blocks}  # never "continue" these
     active_drugs = {m.drug for m in interp.active_therapies}
     n = k.number
 
     # denosumab: dose timing, and never stopping without a follow-on bisphosphonate
     dmab = by_drug.get("denosumab", [])
-    if dmab:
+    if dmab and "denosumab" not in stopping:  # else a safety card gives the specialist plan (no "continue")
         last = max(_dates(dmab), default=None)
         active = any(m.status == "active" for m in dmab)
         follow_on_classes = k.treatment["orders"]["follow_on_classes"]
@@ -302,8 +358,8 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
     for drug_class, years_key in (("oral_bisphosphonate", "oral_bisphosphonate_holiday_years"),
                                   ("iv_bisphosphonate", "iv_bisphosphonate_holiday_years")):
         meds = [m for m in facts.medications if m.drug_class == drug_class and m.start]
-        if not meds or not any(m.drug in active_drugs for m in meds):
-            continue
+        if not meds or not any(m.drug in active_drugs for m in meds) or any(m.drug in stopping for m in meds):
+            continue  # a bisphosphonate to be stopped (a safety card says why) is never "continue"
         start = min(m.start for m in meds)  # type: ignore[type-var]
         years = years_between(start, facts.as_of)
         limit = float(n(years_key))

@@ -134,6 +134,7 @@ class Patient:
     id: str
     sex: str  # female | male | other | unknown
     birth_date: date | None
+    deceased: bool = False  # deceasedBoolean true, or deceasedDateTime on or before the evaluation date
 
 
 @dataclass
@@ -253,7 +254,7 @@ class FactBuilder:
     # -- entry point -----------------------------------------------------------------------
     def build(self, patient: dict[str, Any], resources: Iterable[dict[str, Any]], as_of: date,
               unavailable: dict[str, str] | None = None) -> Facts:
-        facts = Facts(as_of=as_of, patient=self.patient(patient), unavailable=dict(unavailable or {}))
+        facts = Facts(as_of=as_of, patient=self.patient(patient, as_of), unavailable=dict(unavailable or {}))
         seen: set[tuple[str, str]] = set()
         # lab results are picked by code first and read newest first (see _read_labs): a long
         # history costs a sort of strings, not a full reading of every old result
@@ -327,10 +328,13 @@ class FactBuilder:
                     return True
         return False
 
-    def patient(self, resource: dict[str, Any]) -> Patient:
+    def patient(self, resource: dict[str, Any], as_of: date | None = None) -> Patient:
         gender = resource.get("gender")
         sex = gender if gender in ("female", "male", "other", "unknown") else "unknown"
-        return Patient(id=str(resource.get("id", "")), sex=sex, birth_date=parse_date(resource.get("birthDate")))
+        died = parse_date(resource.get("deceasedDateTime"))
+        deceased = resource.get("deceasedBoolean") is True or (died is not None and (as_of is None or died <= as_of))
+        return Patient(id=str(resource.get("id", "")), sex=sex, birth_date=parse_date(resource.get("birthDate")),
+                       deceased=deceased)
 
     # -- observations ----------------------------------------------------------------------
     def _loinc_codes(self, concept: Any) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..knowledge import Knowledge
-from .advice import Finding, missing_labs
+from .advice import Finding, may_be_pregnant, missing_labs
 from .facts import FactBuilder, Facts, MedicationFact, months_between
 from .interpretation import Interpretation, capitalised
 
@@ -120,6 +120,10 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
             issues += _stopping(order, drafts, facts, active, follow_on, k)
             continue
         issues += _contraindications(order, facts, interp, found, set(active), k)
+        if may_be_pregnant(facts, k):
+            issues.append(OrderIssue(order, "caution", "warning",
+                                     f"{order.label.capitalize()}: exclude pregnancy first (woman under 50)",
+                                     [k.treatment["cautions"]["pregnancy"]["value"]], ["LABELS"]))
         # duplicate therapy: the same drug already active, or two antiresorptives at once
         if order.drug in active:
             m = active[order.drug]
@@ -212,7 +216,7 @@ def _contraindications(order: DraftOrder, facts: Facts, interp: Interpretation, 
             _finding_lines(blocking), list(dict.fromkeys(f.source for f in blocking)),
             replace_with=_alternatives(order.drug, interp, found, active, k), remove=True))
     cautions = [f for f in found if order.drug in f.warns]
-    if cautions:
+    if cautions and not blocking:  # a contraindicated order is to be removed: its cautions are moot
         out.append(OrderIssue(order, "caution", "warning", f"{order.label}: {cautions[0].message}"[:139],
                               _finding_lines(cautions), list(dict.fromkeys(f.source for f in cautions))))
     return out

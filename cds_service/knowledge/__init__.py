@@ -475,7 +475,9 @@ def _cross_check(k: Knowledge, paths: dict[str, Path]) -> None:
 
 
 PREDICATES = {"lab_below", "lab_above", "lab_below_range", "lab_above_range", "condition", "recent_condition",
-              "sex", "pth_high_with_calcium_high_normal", "any", "all"}
+              "recorded_condition", "undated_condition", "older_condition", "medication_class",
+              "condition_after_drug", "sex", "pth_high_with_calcium_high_normal", "any", "all"}
+CONCEPT_LISTS = ("recent_condition", "recorded_condition", "undated_condition", "older_condition")
 
 
 def _check_when(k: Knowledge, when: Any, where: str) -> None:
@@ -492,12 +494,27 @@ def _check_when(k: Knowledge, when: Any, where: str) -> None:
         return
     if kind.startswith("lab_") and value not in k.raw["labs"]["analytes"]:
         raise KnowledgeError(f"{where}: unknown analyte {value!r}")
-    if kind in ("lab_below", "lab_above", "recent_condition") and when.get("number") not in k.treatment["numbers"]:
+    if kind in ("lab_below", "lab_above", "recent_condition", "older_condition") \
+            and when.get("number") not in k.treatment["numbers"]:
         raise KnowledgeError(f"{where}: {kind} needs a 'number' from numbers:, got {when.get('number')!r}")
     concepts = k.raw["conditions"]["concepts"]
-    for c in ([value] if kind == "condition" else value if kind == "recent_condition" else []):
+    classes = {d.drug_class for d in k.drugs.values()}
+    if kind == "condition_after_drug":
+        if not isinstance(value, dict) or not isinstance(value.get("conditions"), list) \
+                or not isinstance(value.get("classes"), list):
+            raise KnowledgeError(f"{where}: condition_after_drug needs lists 'conditions' and 'classes'")
+        named, drug_classes = value["conditions"], value["classes"]
+    else:
+        named = [value] if kind == "condition" else value if kind in CONCEPT_LISTS else []
+        drug_classes = value if kind == "medication_class" else []
+    if (kind in CONCEPT_LISTS or kind == "medication_class") and not isinstance(value, list):
+        raise KnowledgeError(f"{where}: {kind} needs a list")
+    for c in named:
         if c not in concepts:
             raise KnowledgeError(f"{where}: unknown condition concept {c!r}")
+    for c in drug_classes:
+        if c not in classes:
+            raise KnowledgeError(f"{where}: unknown drug class {c!r}")
 
 
 def _check_treatment(k: Knowledge, path: Path) -> None:

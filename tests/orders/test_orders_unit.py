@@ -134,8 +134,11 @@ def test_male_and_recent_stroke_block_romosozumab(knowledge):
     stroke = condition("c", "I63.9", "Cerebral infarction, unspecified", ago(months=3), pid="p1")
     assert kinds(run(knowledge, [draft("r", "romosozumab")], good_labs() + [stroke])[1]) == \
         [("contraindication", "critical", "romosozumab")]
+    # an MI more than 12 months ago: romosozumab only with the cardiovascular caution (rules §6.5; was: no card)
     old_mi = condition("c", "I21.4", "NSTEMI", ago(months=20), pid="p1")
-    assert run(knowledge, [draft("r", "romosozumab")], good_labs() + [old_mi])[1] == []
+    issues = run(knowledge, [draft("r", "romosozumab")], good_labs() + [old_mi])[1]
+    assert kinds(issues) == [("caution", "warning", "romosozumab")]
+    assert "cardiovascular death" in " ".join(issues[0].lines)
 
 
 def test_achalasia_blocks_oral_not_iv_bisphosphonate(knowledge):

@@ -37,7 +37,7 @@ EXPECTED = {
     ("snomed", "312681000"): {"dxa"},  # Bone density scan (procedure)
     ("snomed", "22298006"): {"myocardial_infarction"},
     ("snomed", "129574000"): {"myocardial_infarction"},
-    ("snomed", "399211009"): {"myocardial_infarction"},  # History of MI: counts as possibly recent
+    ("snomed", "399211009"): {"myocardial_infarction", "mi_stroke_undated"},  # History of MI: possibly recent (§6.5)
     ("snomed", "401303003"): {"myocardial_infarction"},
     ("snomed", "401314000"): {"myocardial_infarction"},
     ("snomed", "230690007"): {"stroke"},
