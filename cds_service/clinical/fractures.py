@@ -90,7 +90,7 @@ class FractureEvent:
             return "date not recorded"
         if self.certain:
             return self.date.isoformat()
-        return f"on or before {self.date.isoformat()} (date uncertain: only the record's date is known)"
+        return f"on or before {self.date.isoformat()}, date uncertain: only the record's date is known"
 
     def recent(self, as_of: date, months: float) -> bool:
         """In the last ``months``: never for a history-only event; an uncertain date counts by itself."""
