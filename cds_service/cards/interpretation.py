@@ -52,7 +52,12 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge) -> d
         risk = RISK_TEXT[interp.risk or "high"]
         where = f": T-score {fmt(low.value)} at {_where(low)}" if low else ""
         state = f"on {therapy}" if treated else "no osteoporosis therapy"
-        summary = f"Osteoporosis, {risk}{where}" + (f" ({low.date.isoformat()})" if low else "") + f"; {state}"
+        defining = [f for f in interp.fractures if f.site in ("hip", "vertebral")]
+        by_fracture = f" (fracture-defined: {defining[0].site} fragility fracture)" \
+            if defining and interp.who_class != "osteoporosis" else ""
+        summary = f"Osteoporosis{by_fracture}, {risk}{where}" + (f" ({low.date.isoformat()})" if low else "") + f"; {state}"
+        if len(summary) > 140:
+            summary = f"Osteoporosis{by_fracture}, {risk}; {state}"
         if not treated:
             indicator = "critical" if interp.risk == "very_high" else "warning"
         head = f"**Osteoporosis** — {risk}."
@@ -108,8 +113,15 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge) -> d
                   f"{k.threshold('exam_window_days')} days)", ""]
         parts += [_score_line(s) for s in interp.exam.scores]
     if interp.fractures:
-        parts += ["", "**Fractures on record**", ""] + [
-            f"- {f.display} ({f.code}{', ' + f.onset.isoformat() if f.onset else ''}, {f.resource})" for f in interp.fractures]
+        parts += ["", f"**Fractures counted** ({len(interp.fractures)}: one per site within "
+                  f"{k.fracture_rules.same_event_days} days, rules §6.3)", ""] + [f"- {f.line()}" for f in interp.fractures]
+        uncertain = [f for f in interp.fractures if f.date is not None and not f.certain and not f.history]
+        if uncertain:
+            parts += ["", "The date of a fracture marked \"on or before\" is uncertain: the record gives no onset, only "
+                      "the date it was recorded; it counts as recent only when that date is within "
+                      f"{k.threshold('recent_fracture_months'):g} months."]
+    if interp.fractures_not_counted:
+        parts += ["", "**Fractures not counted**", ""] + [f"- {f.line()} — {f.reason}" for f in interp.fractures_not_counted]
     if interp.notes:
         parts += ["", "**Notes**", ""] + [f"- {n}" for n in interp.notes]
     detail = "\n".join(parts) + data_notes(facts)

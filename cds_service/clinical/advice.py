@@ -354,7 +354,7 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
 
     # bisphosphonate duration: drug holiday or continue (ES-2019)
     low = interp.lowest_t
-    fracture_on = [r for r in interp.risk_reasons if r.startswith("fracture while on")]
+    fracture_on = [f"fracture while on {m.label}: {f.display} ({f.when})" for f, m in interp.on_therapy]
     for drug_class, years_key in (("oral_bisphosphonate", "oral_bisphosphonate_holiday_years"),
                                   ("iv_bisphosphonate", "iv_bisphosphonate_holiday_years")):
         meds = [m for m in facts.medications if m.drug_class == drug_class and m.start]
@@ -419,16 +419,53 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
                  f"{limit} doses, then an antiresorptive."],
                 ["AACE-2020", "LABELS"], suggest=antiresorptives))
 
-    # fracture on therapy: treatment failure
-    if fracture_on:
-        anabolic = [d for d in k.management("after_failure")
-                    if d not in blocked and d not in active_drugs]
+    out += _fractures_on_therapy(interp, k, blocked, active_drugs)
+    return out
+
+
+def _fractures_on_therapy(interp: Interpretation, k: Knowledge, blocked: set[str],
+                          active_drugs: set[str]) -> list[Management]:
+    """Rules §6.3: a fragility fracture while a drug covered the patient names the drug and the fracture
+    and asks about adherence and secondary causes; "treatment failure" only from IOF 2012's count of
+    fractures on therapy; a subtrochanteric or femoral shaft fracture on an antiresorptive is reviewed for
+    an atypical femoral fracture instead."""
+    antiresorptive = set(k.treatment["orders"]["antiresorptive_classes"])
+    rules = k.fracture_rules
+    out: list[Management] = []
+    aff = [(f, m) for f, m in interp.on_therapy if f.aff_site and m.drug_class in antiresorptive]
+    others = [(f, m) for f, m in interp.on_therapy if (f, m) not in aff]
+    for f, m in aff:
         out.append(Management(
-            "fracture-on-therapy", "warning",
-            "Fracture on osteoporosis therapy: possible treatment failure; review and consider anabolic therapy",
-            fracture_on + ["Check adherence and administration, look for secondary causes (labs), and consider "
-                           "anabolic therapy."],
-            ["AACE-2020", "ES-2019"], suggest=anabolic))
+            "atypical-femoral-fracture-review", "warning",
+            f"Femoral fracture on {m.label}: review for an atypical femoral fracture"[:140],
+            [f"{f.site_label} fracture {f.when}: {f.display} ({', '.join(r.fact.resource for r in f.records)}), "
+             f"while on {m.display} ({m.resource}{', since ' + m.start.isoformat() if m.start else ''}).",
+             "A subtrochanteric or femoral shaft fracture on an antiresorptive may be an atypical femoral fracture: "
+             "review the radiographs against the ASBMR case definition, image the other femur, and do not treat it "
+             "as treatment failure until it is excluded."],
+            ["ASBMR-2014", "LABELS"]))
+    if not others:
+        return out
+    lines = [f"{f.site_label} fracture {f.when}: {f.display} ({', '.join(r.fact.resource for r in f.records)}), "
+             f"while on {m.display} ({m.resource}{', since ' + m.start.isoformat() if m.start else ''})."
+             for f, m in others]
+    drugs = ", ".join(dict.fromkeys(m.label for _, m in others))
+    anabolic = [d for d in k.management("after_failure") if d not in blocked and d not in active_drugs]
+    if len(others) >= rules.treatment_failure_min:
+        summary = f"Treatment failure: {len(others)} fractures on {drugs}; review adherence, secondary causes, consider anabolic therapy"
+        lines.append(f"{len(others)} fragility fractures on therapy: treatment failure (IOF 2012: "
+                     f"{rules.treatment_failure_min} or more). Check adherence and administration, look for "
+                     "secondary causes (labs), and consider anabolic therapy.")
+        guidelines = ["IOF-2012", "AACE-2020", "ES-2019"]
+    else:
+        f, m = others[0]
+        summary = f"Fracture on {drugs}: {f.site_label} fracture {f.when}; check adherence and secondary causes"
+        lines.append("Ask about adherence and how the drug is taken, and look for secondary causes (labs). "
+                     f"One fracture on therapy is not by itself treatment failure (IOF 2012: "
+                     f"{rules.treatment_failure_min} or more fractures); it is very high risk (AACE-2020): "
+                     "consider anabolic therapy.")
+        guidelines = ["AACE-2020", "IOF-2012"]
+    out.append(Management("fracture-on-therapy", "warning", summary[:140], lines, guidelines, suggest=anabolic))
     return out
 
 
@@ -456,7 +493,11 @@ def monitoring(interp: Interpretation, facts: Facts, k: Knowledge, plan: Treatme
             vfa = k.treatment["vfa"]
             orders.append(Order(vfa["loinc"], vfa["display"], reason))
     exam = interp.exam
-    if interp.active_therapies and exam:
+    fracture_dxa = _dxa_after_fracture(interp, facts, k)
+    if fracture_dxa:
+        dxa = k.treatment["repeat_dxa"]
+        orders.append(Order(dxa["loinc"], dxa["display"], fracture_dxa))
+    elif interp.active_therapies and exam:
         latest_start = max((m.start for m in interp.active_therapies if m.start), default=None)
         after, within = float(n("repeat_dxa_after_months")), float(n("repeat_dxa_within_months"))
         since_exam = months_between(exam.date, facts.as_of)
@@ -473,6 +514,23 @@ def monitoring(interp: Interpretation, facts: Facts, k: Knowledge, plan: Treatme
         notes.append(f"Repeat DXA {first}-{last} years after starting therapy "
                      f"(LOINC {k.treatment['repeat_dxa']['loinc']}).")
     return orders, notes
+
+
+def _dxa_after_fracture(interp: Interpretation, facts: Facts, k: Knowledge) -> str | None:
+    """Rules §6.3: a fragility hip or vertebral fracture with no DXA on record, or none in the knowledge
+    files' months, gets a DXA order: the reason, or None."""
+    fractures = [f for f in interp.fractures if f.site in ("hip", "vertebral")]
+    if not fractures:
+        return None
+    months = k.fracture_rules.dxa_after_fracture_months
+    f = fractures[-1]
+    what = f"{f.site_label} fragility fracture ({f.when})"
+    if interp.exam is None:
+        return f"{what} and no DXA on record"
+    age = months_between(interp.exam.date, facts.as_of)
+    if age > months:
+        return f"{what}; last DXA {interp.exam.date.isoformat()} is {age:.0f} months old (more than {months})"
+    return None
 
 
 def supportive(interp: Interpretation, facts: Facts, k: Knowledge, plan: TreatmentPlan | None) -> list[str]:

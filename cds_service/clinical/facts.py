@@ -14,8 +14,10 @@ from datetime import date, datetime, timedelta
 from typing import Any, Iterable
 
 from ..knowledge import Knowledge
+from ..knowledge.terminology import norm_icd
 
 FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+ENCOUNTER_REF = re.compile(r"(?:^|/)Encounter/([^/]+?)(?:/_history/[^/]+)?$")
 PATIENT_REF = re.compile(r"(?:^|/)Patient/([^/]+?)(?:/_history/[^/]+)?$")
 DRUG_MEMO_SIZE = 4096  # medication concepts remembered per process (they repeat across patients)
 DRUG_MEMO_TEXT = 300  # longest concept text remembered: the memo's memory stays small whatever is sent
@@ -102,9 +104,24 @@ class ConditionFact:
     code: str
     system: str
     display: str
-    onset: date | None
+    onset: date | None  # a fracture's: its stated onset only (rules §6.3); other concepts: onset, else recordedDate
     active: bool
     fracture_site: str | None
+    resource: str
+    recorded: date | None = None  # recordedDate
+    encounter: str | None = None  # "Encounter/{id}" of Condition.encounter
+
+
+@dataclass(frozen=True)
+class ExternalCause:
+    """An ICD-10-CM external-cause code of high energy (rules §6.3), as its own Condition, a coding of a
+    fracture Condition or in Condition.evidence."""
+    cause: str  # knowledge id: transport | fall_from_height
+    label: str
+    code: str
+    onset: date | None
+    recorded: date | None
+    encounter: str | None
     resource: str
 
 
@@ -146,6 +163,8 @@ class Facts:
     conditions: list[ConditionFact] = field(default_factory=list)
     medications: list[MedicationFact] = field(default_factory=list)
     frax: list[Frax] = field(default_factory=list)
+    external_causes: list[ExternalCause] = field(default_factory=list)
+    encounters: dict[str, date | None] = field(default_factory=dict)  # "Encounter/{id}" → its start
     ignored: list[Ignored] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # data group → why it could not be read
 
@@ -276,7 +295,10 @@ class FactBuilder:
                     else:
                         self._observation(r, facts, codes)
                 elif rtype == "Condition":
+                    self._external_causes(r, facts)
                     self._condition(r, facts)
+                elif rtype == "Encounter":
+                    self._encounter(r, facts)
                 elif rtype in ("MedicationRequest", "MedicationStatement"):
                     self._medication(r, facts)
             except (AttributeError, TypeError, ValueError, KeyError, OverflowError):
@@ -476,6 +498,43 @@ class FactBuilder:
             interpretation=interp))
 
     # -- conditions ------------------------------------------------------------------------
+    def _encounter(self, enc: dict[str, Any], facts: Facts) -> None:
+        """An Encounter's start, for dating the initial-encounter fracture codes that refer to it."""
+        if not isinstance(enc.get("id"), str) or self._other_patient(enc, facts):
+            return
+        period = enc.get("period") if isinstance(enc.get("period"), dict) else {}
+        facts.encounters[f"Encounter/{enc['id']}"] = parse_date(period.get("start"))
+
+    def _external_causes(self, cond: dict[str, Any], facts: Facts) -> None:
+        """High-energy external-cause codes (rules §6.3) in the Condition's code or its evidence."""
+        causes = self.k.fracture_rules.causes
+        icd = self.k.system["icd10cm"]
+        codings = _codings(cond.get("code"))
+        evidence = cond.get("evidence") if isinstance(cond.get("evidence"), list) else []
+        for ev in evidence:
+            concepts = ev.get("code") if isinstance(ev, dict) else None
+            for concept in concepts if isinstance(concepts, list) else []:
+                codings += _codings(concept)
+        found = []
+        for c in codings:
+            code = c.get("code")
+            if not isinstance(code, str) or self.k.index.system_uri(c.get("system")) != icd:
+                continue
+            norm = norm_icd(code)
+            cause = next((x for x in causes if x.covers(norm)), None)
+            if cause is not None:
+                found.append((cause, code.strip()))
+        if not found or self._other_patient(cond, facts):
+            return
+        if _first_code(cond.get("verificationStatus")) in self.cond_excluded:
+            return
+        period = cond.get("onsetPeriod") if isinstance(cond.get("onsetPeriod"), dict) else {}
+        onset = parse_date(cond.get("onsetDateTime")) or parse_date(period.get("start"))
+        for cause, code in found:
+            facts.external_causes.append(ExternalCause(
+                cause.id, cause.label, code, onset, parse_date(cond.get("recordedDate")),
+                _encounter_ref(cond), _ref(cond)))
+
     def _condition(self, cond: dict[str, Any], facts: Facts) -> None:
         codings = _codings(cond.get("code"))
         matches = self.k.match_condition(codings)
@@ -494,8 +553,9 @@ class FactBuilder:
             facts.ignored.append(Ignored(ref, f"condition verification status is {verification}"))
             return
         period = cond.get("onsetPeriod") if isinstance(cond.get("onsetPeriod"), dict) else {}
-        onset = parse_date(cond.get("onsetDateTime")) or parse_date(period.get("start")) \
-            or parse_date(cond.get("recordedDate"))
+        stated = parse_date(cond.get("onsetDateTime")) or parse_date(period.get("start"))
+        recorded = parse_date(cond.get("recordedDate"))
+        onset = stated or recorded
         confirmed = verification in self.cond_confirmed
         active = clinical in self.cond_active and confirmed
         for m in matches:
@@ -510,10 +570,12 @@ class FactBuilder:
                 facts.ignored.append(Ignored(ref, f"{concept['label']} without an onset or recorded date"))
             # the record's own words; without them, the code set's name for the code (CMS, SNOMED)
             display = _display(cond.get("code")) or m.hit.code.display or m.coding["code"]
+            # a fracture is never dated by its recordedDate as if it were the onset (rules §6.3)
             facts.conditions.append(ConditionFact(
                 concept=m.concept, label=concept["label"], code=m.coding["code"],
                 system=m.coding.get("system", ""), display=display,
-                onset=onset, active=active, fracture_site=m.site, resource=ref))
+                onset=stated if m.site is not None else onset, active=active, fracture_site=m.site, resource=ref,
+                recorded=recorded, encounter=_encounter_ref(cond)))
 
     # -- medications -----------------------------------------------------------------------
     def _medication(self, med: dict[str, Any], facts: Facts) -> None:
@@ -586,6 +648,15 @@ def _unit_factor(units: dict[str, float], unit: str) -> float | None:
     for known, factor in units.items():
         if known.replace(" ", "").lower() == norm:
             return factor
+    return None
+
+
+def _encounter_ref(resource: dict[str, Any]) -> str | None:
+    ref = resource.get("encounter")
+    if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+        m = ENCOUNTER_REF.search(ref["reference"].strip())
+        if m:
+            return f"Encounter/{m.group(1)}"
     return None
 
 

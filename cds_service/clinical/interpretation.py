@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from ..knowledge import Knowledge
-from .facts import ConditionFact, Facts, Frax, MedicationFact, Score, age_on, months_between
+from .facts import Facts, Frax, MedicationFact, Score, age_on, months_between
+from .fractures import FractureEvent, fracture_events
 
 SITE_ORDER = ("lumbar_spine", "total_hip", "femoral_neck", "radius_33", "not_stated")
 
@@ -44,7 +45,10 @@ class Interpretation:
     risk: str | None = None  # very_high | high | frax_high | frax_low | frax_needed
     risk_reasons: list[str] = field(default_factory=list)
     active_therapies: list[MedicationFact] = field(default_factory=list)
-    fractures: list[ConditionFact] = field(default_factory=list)
+    fractures: list[FractureEvent] = field(default_factory=list)  # fragility fractures, counted (rules §6.3)
+    fractures_not_counted: list[FractureEvent] = field(default_factory=list)
+    # fragility fractures while an osteoporosis drug covered the patient, with the drug
+    on_therapy: list[tuple[FractureEvent, MedicationFact]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     glucocorticoids: list[str] = field(default_factory=list)
 
@@ -126,25 +130,37 @@ def _glucocorticoid_use(facts: Facts, k: Knowledge) -> list[str]:
     return found
 
 
-def _fracture_on_therapy(fracture: ConditionFact, facts: Facts, k: Knowledge) -> MedicationFact | None:
-    if fracture.onset is None:
+def _fracture_on_therapy(fracture: FractureEvent, facts: Facts, k: Knowledge) -> MedicationFact | None:
+    """The drug that covered the patient on the fracture's date (its start before it): a fracture of
+    certain date only; one known only as "on or before" a date may have come before the drug."""
+    if fracture.date is None or not fracture.certain or fracture.history:
         return None
     for m in facts.medications:
         if m.drug_class not in k.therapy_classes or m.start is None:
             continue
         ended = m.end or (m.last_dose if m.status == "completed" else None)
-        if m.start < fracture.onset and (m.status == "active" or (ended and fracture.onset <= ended)):
+        if m.start < fracture.date and (m.status == "active" or (ended and fracture.date <= ended)):
             return m
     return None
+
+
+def fracture_text(f: FractureEvent) -> str:
+    return f"{f.display} ({f.when})"
 
 
 def interpret(facts: Facts, k: Knowledge) -> Interpretation:
     exam = current_exam(facts, k)
     sex = facts.patient.sex
     birth = facts.patient.birth_date
-    fractures = [c for c in facts.conditions_of("fragility_fracture") if c.onset is None or c.onset <= facts.as_of]
+    events = fracture_events(facts, k)
+    fractures = [e for e in events if e.counted]
     interp = Interpretation(method="undetermined", group="", age_at_exam=None, exam=exam,
-                            active_therapies=active_therapies(facts, k), fractures=fractures)
+                            active_therapies=active_therapies(facts, k), fractures=fractures,
+                            fractures_not_counted=[e for e in events if not e.counted])
+    for f in fractures:
+        on = _fracture_on_therapy(f, facts, k)
+        if on is not None:
+            interp.on_therapy.append((f, on))
     ref_date = exam.date if exam else facts.as_of
     if birth is None:
         interp.group = "birth date not recorded"
@@ -188,9 +204,8 @@ def interpret(facts: Facts, k: Knowledge) -> Interpretation:
 
     # fractures that establish osteoporosis whatever the T-score
     for f in fractures:
-        if f.fracture_site in ("hip", "vertebral"):
-            when = f" ({f.onset.isoformat()})" if f.onset else ""
-            interp.basis.append(f"{f.fracture_site} fragility fracture{when}: {f.display} — osteoporosis whatever the T-score")
+        if f.site in ("hip", "vertebral"):
+            interp.basis.append(f"{f.site} fragility fracture ({f.when}): {f.display} — osteoporosis whatever the T-score")
     # a past diagnosis persists (seed; AACE-2020)
     for c in facts.conditions_of("osteoporosis"):
         if c.active:
@@ -216,27 +231,26 @@ def interpret(facts: Facts, k: Knowledge) -> Interpretation:
         _risk_low_bone_mass(interp, facts, k)
         if fractures:
             for f in fractures:
-                interp.notes.append(f"Fracture on record: {f.display}"
-                                    f"{' (' + f.onset.isoformat() + ')' if f.onset else ''}; site not hip or spine.")
+                interp.notes.append(f"Fracture on record: {fracture_text(f)}; site not hip or spine.")
     return interp
 
 
 def _risk_osteoporosis(interp: Interpretation, facts: Facts, k: Knowledge, lowest: Score | None,
-                       fractures: list[ConditionFact]) -> None:
+                       fractures: list[FractureEvent]) -> None:
     very_high_t = float(k.threshold("very_high_risk_t_below"))
     if lowest is not None and lowest.value < very_high_t:
         interp.risk_reasons.append(f"T-score {fmt(lowest.value)} is below {fmt(very_high_t)}")
     recent_months = float(k.threshold("recent_fracture_months"))
+    on_therapy = {id(f): m for f, m in interp.on_therapy}
     for f in fractures:
-        if f.onset and months_between(f.onset, facts.as_of) <= recent_months:
-            interp.risk_reasons.append(f"fracture in the last {int(recent_months)} months: {f.display} ({f.onset.isoformat()})")
-        on = _fracture_on_therapy(f, facts, k)
+        if f.recent(facts.as_of, recent_months):
+            interp.risk_reasons.append(f"fracture in the last {int(recent_months)} months: {fracture_text(f)}")
+        on = on_therapy.get(id(f))
         if on:
-            interp.risk_reasons.append(f"fracture while on {on.label}: {f.display}"
-                                       f"{' (' + f.onset.isoformat() + ')' if f.onset else ''}")
-    distinct = {(f.fracture_site, f.onset) for f in fractures}  # one fracture coded twice (ICD + SNOMED) is one
-    if len(distinct) >= int(k.threshold("multiple_fractures_min")):
-        interp.risk_reasons.append(f"multiple fractures ({len(distinct)} recorded)")
+            interp.risk_reasons.append(f"fracture while on {on.label}: {f.display} ({f.when})")
+    # fracture events, not Conditions: one fracture coded several times is one (rules §6.3)
+    if len(fractures) >= int(k.threshold("multiple_fractures_min")):
+        interp.risk_reasons.append(f"multiple fractures ({len(fractures)} recorded)")
     if interp.glucocorticoids:
         interp.risk_reasons.append("long-term glucocorticoids: " + "; ".join(interp.glucocorticoids))
     interp.risk = "very_high" if interp.risk_reasons else "high"
@@ -259,7 +273,7 @@ def _risk_low_bone_mass(interp: Interpretation, facts: Facts, k: Knowledge) -> N
     interp.risk = "frax_high" if interp.risk_reasons else "frax_low"
 
 
-def _interpret_z(interp: Interpretation, exam: Exam | None, fractures: list[ConditionFact], k: Knowledge) -> None:
+def _interpret_z(interp: Interpretation, exam: Exam | None, fractures: list[FractureEvent], k: Knowledge) -> None:
     z_cut = float(k.threshold("z_score_below_expected"))
     if exam is None:
         interp.diagnosis = "no_dxa"
@@ -283,5 +297,4 @@ def _interpret_z(interp: Interpretation, exam: Exam | None, fractures: list[Cond
         interp.basis.append(f"lowest Z-score {fmt(lowest.value)} at the {lowest.site_label} on "
                             f"{lowest.date.isoformat()} is above {fmt(z_cut)}")
     for f in fractures:
-        interp.notes.append(f"Fracture on record: {f.display}"
-                            f"{' (' + f.onset.isoformat() + ')' if f.onset else ''}: evaluate for secondary causes.")
+        interp.notes.append(f"Fracture on record: {fracture_text(f)}: evaluate for secondary causes.")

@@ -56,6 +56,64 @@ class ConceptMatch:
     hit: Hit
 
 
+def _icd_ranges(items: list[str]) -> tuple[tuple[str, str], ...]:
+    """ICD-10-CM codes and ranges ("V00-V99", "W11-W14", "V00.81") as (first, last) prefixes."""
+    out = []
+    for item in items:
+        first, _, last = item.partition("-")
+        out.append((norm_icd(first), norm_icd(last or first)))
+    return tuple(out)
+
+
+def in_icd_ranges(code: str, ranges: tuple[tuple[str, str], ...]) -> bool:
+    """A normalised ICD-10-CM code falls in one of the ranges (a range's ends cover their children)."""
+    return any(first <= code[:len(first)] and code[:len(last)] <= last for first, last in ranges)
+
+
+@dataclass(frozen=True)
+class HighEnergyCause:
+    id: str
+    label: str
+    ranges: tuple[tuple[str, str], ...]
+    excepted: tuple[tuple[str, str], ...]
+    source: str
+
+    def covers(self, code: str) -> bool:
+        return in_icd_ranges(code, self.ranges) and not in_icd_ranges(code, self.excepted)
+
+
+@dataclass(frozen=True)
+class SiteDetailRule:
+    prefixes: tuple[str, ...]
+    kind: str  # laterality | level
+    position: int
+    values: dict[str, str]
+    unstated: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FractureRules:
+    """conditions.yaml fractures: (rules §6.3), read once."""
+    same_event_days: int
+    initial: frozenset[str]
+    later: frozenset[str]
+    history_codes: frozenset[str]
+    history_text: re.Pattern[str] | None
+    same_day_days: int
+    causes: tuple[HighEnergyCause, ...]
+    detail_rules: tuple[SiteDetailRule, ...]
+    levels: dict[str, str]
+    text_laterality: tuple[tuple[str, re.Pattern[str]], ...]
+    dxa_after_fracture_months: int
+    treatment_failure_min: int
+    aff_prefixes: tuple[str, ...]
+    aff_text: re.Pattern[str] | None
+
+
+def _any_of(patterns: list[str]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.I) if patterns else None
+
+
 @dataclass(eq=False)  # compared and hashed by identity: one instance per loaded knowledge
 class Knowledge:
     raw: dict[str, Any]
@@ -178,6 +236,32 @@ class Knowledge:
         icd = self.index.systems["icd10cm"]
         return any(self.index.system_uri(c.get("system")) == icd and isinstance(c.get("code"), str)
                    and norm_icd(c["code"]).startswith(prefixes) for c in codings)
+
+    @cached_property
+    def fracture_rules(self) -> FractureRules:
+        f = self.raw["conditions"]["fractures"]
+        he = f["high_energy"]
+        sd = f["site_detail"]
+        aff = f["atypical_femoral_review"]
+        return FractureRules(
+            same_event_days=int(f["same_event_days"]["value"]),
+            initial=frozenset(f["seventh_character"]["initial"]["value"]),
+            later=frozenset(f["seventh_character"]["later"]["value"]),
+            history_codes=frozenset(norm_icd(c) for c in f["history"]["icd10cm"]["value"]),
+            history_text=_any_of(f["history"]["text_patterns"]["value"]),
+            same_day_days=int(he["same_day_days"]["value"]),
+            causes=tuple(HighEnergyCause(c["id"], c["label"], _icd_ranges(c["icd10cm"]), _icd_ranges(c["except"]),
+                                         c["source"]) for c in he["causes"]),
+            detail_rules=tuple(SiteDetailRule(tuple(norm_icd(p) for p in r["icd10cm"]), r["kind"], int(r["position"]),
+                                              dict(r.get("values", {})), tuple(r.get("unstated", [])))
+                               for r in sd["rules"]),
+            levels={norm_icd(code): name for code, name in sd["levels"].items()},
+            text_laterality=tuple((side, re.compile(p, re.I)) for side, p in sd["text_laterality"].items()),
+            dxa_after_fracture_months=int(f["dxa_after_fracture_months"]["value"]),
+            treatment_failure_min=int(f["treatment_failure_min"]["value"]),
+            aff_prefixes=tuple(norm_icd(p) for p in aff["icd10cm"]["value"]),
+            aff_text=_any_of(aff["text_patterns"]["value"]),
+        )
 
     def counts_by_onset(self, concept: str) -> bool:
         return bool(self.concept(concept).get("counts_by_onset"))
@@ -461,6 +545,15 @@ def _cross_check(k: Knowledge, paths: dict[str, Path]) -> None:
                 re.compile(p)
             except re.error as exc:
                 raise KnowledgeError(f"knowledge file {meds}: at drugs/{key}/strengths/{i}: {exc}") from None
+    fr = k.raw["conditions"]["fractures"]
+    for where, patterns in (("history/text_patterns", fr["history"]["text_patterns"]["value"]),
+                            ("atypical_femoral_review/text_patterns", fr["atypical_femoral_review"]["text_patterns"]["value"]),
+                            ("site_detail/text_laterality", list(fr["site_detail"]["text_laterality"].values()))):
+        for i, p in enumerate(patterns):
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise KnowledgeError(f"knowledge file {paths['conditions']}: at fractures/{where}/{i}: {exc}") from None
     _check_treatment(k, paths["treatment"])
     for key, r in k.treatment["regimens"].items():
         # the code a draft order carries must name the drug: in its value set, or marked unconfirmed

@@ -99,7 +99,7 @@ NUMBERS = {
 MANAGEMENT = {"after_denosumab": TEXTS, "after_anabolic": TEXTS, "after_failure": TEXTS}
 
 # guidelines.yaml: the keys the code names (cards' guideline lists); every entry is read the same way
-GUIDELINES = ("WHO-ISCD", "AACE-2020", "ES-2019", "BHOF-2022", "ES-2011", "LABELS")
+GUIDELINES = ("WHO-ISCD", "AACE-2020", "ES-2019", "BHOF-2022", "ES-2011", "LABELS", "IOF-2012", "ASBMR-2014")
 
 # cards.yaml topics the code builds cards for
 TOPICS = ("bmd-interpretation", "treatment", "therapy-management", "safety", "monitoring", "supportive-care")
@@ -153,6 +153,23 @@ CONTRACT: dict[str, dict[str, Kind]] = {
         "topic_system": TEXT, "topics": TEXT_MAP, **{f"topics/{t}": TEXT for t in TOPICS},
         "override_system": TEXT, "override_reasons": MAPPING,
         "override_reasons/*/*/code": TEXT, "override_reasons/*/*/display": TEXT,
+    },
+    "conditions": {  # fractures: read by Knowledge.fracture_rules (rules §6.3)
+        "fractures/source": SOURCE,
+        **_entries({"same_event_days": INT, "dxa_after_fracture_months": INT, "treatment_failure_min": INT},
+                   "fractures/"),
+        **_entries({"initial": SOME_TEXTS, "later": SOME_TEXTS}, "fractures/seventh_character/"),
+        **_entries({"icd10cm": TEXTS, "text_patterns": TEXTS}, "fractures/history/"),
+        **_entries({"same_day_days": INT}, "fractures/high_energy/"),
+        "fractures/high_energy/causes": LIST, "fractures/high_energy/causes/*/id": TEXT,
+        "fractures/high_energy/causes/*/label": TEXT, "fractures/high_energy/causes/*/icd10cm": SOME_TEXTS,
+        "fractures/high_energy/causes/*/except": TEXTS, "fractures/high_energy/causes/*/source": SOURCE,
+        "fractures/site_detail/source": SOURCE, "fractures/site_detail/rules": LIST,
+        "fractures/site_detail/rules/*/icd10cm": SOME_TEXTS, "fractures/site_detail/rules/*/kind": TEXT,
+        "fractures/site_detail/rules/*/position": INT, "fractures/site_detail/rules/*/values?": TEXT_MAP,
+        "fractures/site_detail/rules/*/unstated?": TEXTS,
+        "fractures/site_detail/levels": TEXT_MAP, "fractures/site_detail/text_laterality": TEXT_MAP,
+        **_entries({"icd10cm": SOME_TEXTS, "text_patterns": TEXTS}, "fractures/atypical_femoral_review/"),
     },
     "dxa": {
         "sites/*/label": TEXT, "sites/*/diagnostic": FLAG,
