@@ -154,6 +154,7 @@ CONTRACT: dict[str, dict[str, Kind]] = {
         "topic_system": TEXT, "topics": TEXT_MAP, **{f"topics/{t}": TEXT for t in TOPICS},
         "override_system": TEXT, "override_reasons": MAPPING,
         "override_reasons/*/*/code": TEXT, "override_reasons/*/*/display": TEXT,
+        **{f"unreadable_dxa/{p}": TEXT for p in ("summary", "head", "action")}, "unreadable_dxa/source": SOURCE,
     },
     "dxa": {
         "sites/*/label": TEXT, "sites/*/diagnostic": FLAG,
