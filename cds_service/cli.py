@@ -212,7 +212,35 @@ def _evaluate(args: argparse.Namespace) -> int:
         engine.close()
     json.dump({"cards": result.cards}, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
+    summary = not_used_summary(result.facts)
+    if summary:
+        print(summary, file=sys.stderr)
     return 0
+
+
+NOT_USED_SHOWN = 3  # records named per reason; the rest are counted
+
+
+def not_used_summary(facts: Any) -> str:
+    """A short account, for stderr, of the records the rules did not use and why (rules §6.4):
+    grouped by reason, a few records named per reason. Reasons carry no clinical values."""
+    if facts is None or not (facts.ignored or facts.unavailable):
+        return ""
+    by_reason: dict[str, list[str]] = {}
+    for ig in facts.ignored:
+        reason = ig.reason
+        if reason.startswith("superseded by "):
+            reason = "superseded by a corrected or amended result of the same code and date"
+        elif reason.startswith("dated in the future"):
+            reason = "dated in the future"
+        by_reason.setdefault(reason, []).append(ig.resource)
+    lines = [f"cds-service evaluate: {len(facts.ignored)} record(s) not used"]
+    for reason, refs in by_reason.items():
+        more = f" and {len(refs) - NOT_USED_SHOWN} more" if len(refs) > NOT_USED_SHOWN else ""
+        lines.append(f"  - {reason}: {', '.join(refs[:NOT_USED_SHOWN])}{more}")
+    for key, why in facts.unavailable.items():
+        lines.append(f"  - {key} could not be read: {why}")
+    return "\n".join(lines)
 
 
 def _store_from_env():

@@ -99,6 +99,7 @@ class HookResult:
     cards: list[dict[str, Any]]
     gathered: Gathered
     timings: dict[str, int] = field(default_factory=dict)
+    facts: Any = None  # the Facts the cards were made from (what was not used, for `cds-service evaluate`)
 
 
 class Engine:
@@ -210,7 +211,8 @@ class Engine:
         # a deceased patient gets no cards from any service (clinical rules §6.5)
         cards = [] if facts.patient.deceased else service.handler(facts, self.knowledge, body)
         t2 = time.monotonic()
-        return HookResult(cards, gathered, {"gather_ms": int((t1 - t0) * 1000), "rules_ms": int((t2 - t1) * 1000)})
+        return HookResult(cards, gathered, {"gather_ms": int((t1 - t0) * 1000), "rules_ms": int((t2 - t1) * 1000)},
+                          facts)
 
     def close(self) -> None:
         if self._executor:

@@ -6,7 +6,7 @@ from knowledge/treatment.yaml; this module only evaluates the rules it lists.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -77,11 +77,42 @@ class Advice:
     supportive: list[str]
 
 
+def _analyte_info(k: Knowledge, key: str) -> dict[str, Any]:
+    """An analyte of labs.yaml, or one of its derived results (creatinine clearance, kidney function)."""
+    labs = k.raw["labs"]
+    return labs["analytes"].get(key) or labs.get("derived", {}).get(key) or {}
+
+
+def ckd_epi_2021(creatinine_mg_dl: float, age: int, sex: str, k: Knowledge) -> float | None:
+    """eGFR (mL/min/1.73 m²) from serum creatinine by the CKD-EPI 2021 equation (Inker LA et al.
+    NEJM 2021); None for a sex other than female or male, or a creatinine that is not positive."""
+    if sex not in ("female", "male") or creatinine_mg_dl <= 0:
+        return None
+    e = k.raw["labs"]["kidney"]["ckd_epi_2021"]
+    ratio = creatinine_mg_dl / float(e["kappa"][sex])
+    value = float(e["constant"]) * min(ratio, 1.0) ** float(e["alpha"][sex]) \
+        * max(ratio, 1.0) ** float(e["exponent_above"]) * float(e["age_base"]) ** age
+    if sex == "female":
+        value *= float(e["female_factor"])
+    return value
+
+
+def cockcroft_gault(creatinine_mg_dl: float, age: int, weight_kg: float, sex: str, k: Knowledge) -> float | None:
+    """Creatinine clearance (mL/min) by Cockcroft-Gault with the actual body weight."""
+    if sex not in ("female", "male") or creatinine_mg_dl <= 0 or weight_kg <= 0:
+        return None
+    e = k.raw["labs"]["kidney"]["cockcroft_gault"]
+    value = (float(e["age_from"]) - age) * weight_kg / (float(e["divisor"]) * creatinine_mg_dl)
+    if sex == "female":
+        value *= float(e["female_factor"])
+    return max(value, 0.0)
+
+
 def _lab_age_note(lab: Lab, facts: Facts, k: Knowledge) -> str:
     months = months_between(lab.date, facts.as_of)
     old = f", {int(months)} months old" if months > float(k.threshold("lab_max_age_months")) else ""
     conv = f" (recorded {lab.original})" if lab.original.replace(" ", "") != f"{lab.value:g}{lab.unit}".replace(" ", "") else ""
-    unit = k.analyte(lab.analyte).get("display_unit", lab.unit)
+    unit = _analyte_info(k, lab.analyte).get("display_unit", lab.unit)
     return f"{lab.label} {lab.value:g} {unit}{conv} on {lab.date.isoformat()}{old} ({lab.resource})"
 
 
@@ -95,27 +126,99 @@ class Evaluator:
     def lab(self, analyte: str) -> Lab | None:
         if analyte == "calcium":
             return self.calcium
+        if analyte == "egfr":
+            return self.egfr
+        if analyte == "creatinine_clearance":
+            return self.clearance
+        if analyte == "kidney_function":
+            return self.kidney_function
         return self.f.latest_lab(analyte)
 
     @cached_property  # worked out once per evaluation: many predicates read calcium
     def calcium(self) -> Lab | None:
-        """Albumin-corrected calcium when it can be had (recorded or computed), else total calcium."""
+        """Ionized calcium when one is as recent as the total (within the pairing days); else
+        albumin-corrected calcium when it can be had (recorded, or computed only when albumin is below
+        4.0 g/dL: the correction never lowers a measured calcium), else total calcium (rules §6.4)."""
         total = self.f.latest_lab("calcium")
         corrected = self.f.latest_lab("calcium_corrected")
+        ionized = self.f.latest_lab("calcium_ionized")
+        pairing = int(self.k.number("corrected_calcium_pairing_days"))
+        others = [x for x in (total, corrected) if x is not None]
+        if ionized and all(ionized.date >= x.date - timedelta(days=pairing) for x in others):
+            return ionized
         if corrected and (total is None or corrected.date >= total.date):
             return corrected
         albumin = self.f.latest_lab("albumin")
-        pairing = int(self.k.number("corrected_calcium_pairing_days"))
-        if total and albumin and abs((albumin.date - total.date).days) <= pairing:
-            ref, factor = float(self.k.number("albumin_reference")), float(self.k.number("albumin_factor"))
+        ref = float(self.k.number("albumin_reference"))
+        if total and albumin and abs((albumin.date - total.date).days) <= pairing and albumin.value < ref:
+            factor = float(self.k.number("albumin_factor"))
             value = round(total.value + factor * (ref - albumin.value), 2)
             return Lab("calcium", "calcium, albumin-corrected (computed)", value, total.unit,
                        f"{total.original}; albumin {albumin.original}", total.date,
                        f"{total.resource}, {albumin.resource}", total.low, total.high, None)
         return total
 
+    @cached_property
+    def egfr(self) -> Lab | None:
+        """The eGFR the rules read (rules §6.4): a recorded one, race-free codes first; one coded
+        "among blacks" only when no other eGFR and no creatinine is at hand; computed from creatinine
+        by CKD-EPI 2021 when none is recorded or the creatinine is newer."""
+        kidney = self.k.raw["labs"]["kidney"]
+        race_free = set(kidney["egfr_race_free"]["value"])
+        black = set(kidney["egfr_race_black"]["value"])
+        recorded = self.f.labs.get("egfr", [])
+        creatinine = self.f.latest_lab("creatinine")
+        usable = [x for x in recorded if x.code not in black]
+        if not usable and creatinine is None:
+            usable = list(recorded)
+        chosen = max(usable, key=lambda x: (x.date, x.code in race_free, x.code not in black), default=None)
+        newer = int(kidney["creatinine_newer_days"]["value"])
+        if creatinine is not None and (chosen is None or (creatinine.date - chosen.date).days > newer):
+            computed = self._computed_egfr(creatinine)
+            if computed is not None:
+                return computed
+        return chosen
+
+    def _age_at(self, when: date) -> int | None:
+        birth = self.f.patient.birth_date
+        return age_on(birth, when) if birth else None
+
+    def _computed_egfr(self, creatinine: Lab) -> Lab | None:
+        age = self._age_at(creatinine.date)
+        value = ckd_epi_2021(creatinine.value, age, self.f.patient.sex, self.k) if age is not None else None
+        if value is None:
+            return None
+        e = self.k.raw["labs"]["kidney"]["ckd_epi_2021"]
+        unit = self.k.analyte("egfr")["unit"]
+        return Lab("egfr", f"{e['label']}, age {age}, {self.f.patient.sex}:", round(value, 1), unit,
+                   f"creatinine {creatinine.original}", creatinine.date, creatinine.resource)
+
+    @cached_property
+    def clearance(self) -> Lab | None:
+        """Cockcroft-Gault creatinine clearance, with a body weight of the last 12 months (rules §6.4)."""
+        creatinine = self.f.latest_lab("creatinine")
+        weight = self.f.latest_lab("body_weight")
+        months = float(self.k.raw["labs"]["kidney"]["weight_max_age_months"]["value"])
+        if creatinine is None or weight is None or months_between(weight.date, self.f.as_of) > months:
+            return None
+        age = self._age_at(creatinine.date)
+        value = cockcroft_gault(creatinine.value, age, weight.value, self.f.patient.sex, self.k) \
+            if age is not None else None
+        if value is None:
+            return None
+        info = _analyte_info(self.k, "creatinine_clearance")
+        return Lab("creatinine_clearance", f"{info['label']}, age {age}, {self.f.patient.sex}:", round(value, 1),
+                   info["unit"], f"creatinine {creatinine.original}, weight {weight.original} on "
+                   f"{weight.date.isoformat()}", creatinine.date, f"{creatinine.resource}, {weight.resource}")
+
+    @cached_property
+    def kidney_function(self) -> Lab | None:
+        """The lower of eGFR and creatinine clearance: it decides the bisphosphonate limits."""
+        found = [x for x in (self.egfr, self.clearance) if x is not None]
+        return min(found, key=lambda x: x.value) if found else None
+
     def range_of(self, lab: Lab) -> tuple[float | None, float | None]:
-        default = self.k.analyte(lab.analyte).get("default_range") or {}
+        default = _analyte_info(self.k, lab.analyte).get("default_range") or {}
         low = lab.low if lab.low is not None else default.get("low")
         high = lab.high if lab.high is not None else default.get("high")
         return low, high
@@ -145,6 +248,13 @@ class Evaluator:
             evidence = [e for ok, ev in results if ok for e in ev]
             ok = any(r[0] for r in results) if kind == "any" else all(r[0] for r in results)
             return ok, evidence if ok else []
+        if kind == "not":
+            return not self.check(value)[0], []
+        if kind == "on_therapy":
+            found = [m for m in self.f.medications if m.drug in value and m.status == "active"]
+            return bool(found), [f"on {m.display} ({m.resource})" for m in found]
+        if kind == "lab_missing":
+            return self.lab(value) is None, []
         if kind.startswith("lab_"):
             lab = self.lab(value)
             if lab is None:
@@ -153,6 +263,8 @@ class Evaluator:
                 ok = lab.value < float(self.k.number(when["number"]))
             elif kind == "lab_above":
                 ok = lab.value > float(self.k.number(when["number"]))
+            elif kind == "lab_at_least":
+                ok = lab.value >= float(self.k.number(when["number"]))
             elif kind == "lab_below_range":
                 ok = self.below_range(lab)
             else:

@@ -19,6 +19,10 @@ from ..knowledge.terminology import norm_icd
 FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 ENCOUNTER_REF = re.compile(r"(?:^|/)Encounter/([^/]+?)(?:/_history/[^/]+)?$")
 PATIENT_REF = re.compile(r"(?:^|/)Patient/([^/]+?)(?:/_history/[^/]+)?$")
+# a member of a report or panel: "Observation/id", a full URL to it, or a Bundle's "urn:uuid:id"
+MEMBER_REF = re.compile(r"(?:(?:^|/)Observation/([^/]+?)(?:/_history/[^/]+)?|^urn:(?:uuid|oid):(.+))$")
+# a number written as text in valueString: "-2.7", "−2.7" (Unicode minus), "+1.0"; nothing else
+NUMBER_TEXT = re.compile(r"^\s*([+\-\u2212\u2013]?)\s*(\d+(?:\.\d+)?|\.\d+)\s*$")
 DRUG_MEMO_SIZE = 4096  # medication concepts remembered per process (they repeat across patients)
 DRUG_MEMO_TEXT = 300  # longest concept text remembered: the memo's memory stays small whatever is sent
 
@@ -65,6 +69,7 @@ def age_on(birth: date, on: date) -> int:
 class Ignored:
     resource: str  # e.g. "Observation/abc"
     reason: str
+    group: str = ""  # "dxa" for a DXA record: the card for unreadable DXA results lists these
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ class Score:
     code: str
     resource: str
     site_note: str | None = None
+    status: str = ""
+    issued: str = ""  # as written (ISO 8601 sorts as text): the later wins between equal corrections
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,9 @@ class Lab:
     low: float | None = None
     high: float | None = None
     interpretation: str | None = None  # H, L, N ... when the Observation carries one
+    code: str = ""  # the LOINC code it was read from
+    status: str = ""
+    issued: str = ""
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,8 @@ class Facts:
     encounters: dict[str, date | None] = field(default_factory=dict)  # "Encounter/{id}" → its start
     ignored: list[Ignored] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # data group → why it could not be read
+    # Observation id → (date, parent reference) of the DiagnosticReport or panel that lists it
+    parent_dates: dict[str, tuple[date, str]] = field(default_factory=dict, repr=False, compare=False)
 
     def latest_lab(self, analyte: str) -> Lab | None:
         values = self.labs.get(analyte)
@@ -212,6 +224,52 @@ def _effective(resource: dict[str, Any]) -> date | None:
     if isinstance(period, dict):
         return parse_date(period.get("start")) or parse_date(period.get("end"))
     return None
+
+
+def _parent_dates(resources: list[Any]) -> dict[str, tuple[date, str]]:
+    """Members of DiagnosticReports (``result``) and panel Observations (``hasMember``) → the
+    parent's effective date: a member without a date of its own takes it (rules §6.4)."""
+    out: dict[str, tuple[date, str]] = {}
+    for r in resources:
+        if not isinstance(r, dict):
+            continue
+        rtype = r.get("resourceType")
+        if rtype == "DiagnosticReport":
+            refs = r.get("result")
+        elif rtype == "Observation" and "hasMember" in r:
+            refs = r.get("hasMember")
+        else:
+            continue
+        if not isinstance(refs, list):
+            continue
+        try:
+            when = _effective(r)
+        except (AttributeError, TypeError, ValueError):
+            when = None
+        if when is None:
+            continue
+        for ref in refs:
+            text = ref.get("reference") if isinstance(ref, dict) else None
+            m = MEMBER_REF.search(text) if isinstance(text, str) else None
+            if m:
+                out.setdefault(m.group(1) or m.group(2), (when, _ref(r)))
+    return out
+
+
+def _value(element: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None, str | None]:
+    """The numeric value of an Observation or component: (number, its quantity, why not)."""
+    q = element.get("valueQuantity")
+    if isinstance(q, dict):
+        v = _number(q)
+        return (v, q, None) if v is not None else (None, q, "has no numeric value")
+    text = element.get("valueString")
+    if isinstance(text, str):
+        m = NUMBER_TEXT.match(text)
+        if m is None:
+            return None, None, "has a text value (valueString) that is not a number"
+        v = float(m.group(2))
+        return (-v if m.group(1) in ("-", "\u2212", "\u2013") else v), None, None
+    return None, None, "has no numeric value"
 
 
 def _effective_key(resource: dict[str, Any]) -> str:
@@ -260,6 +318,8 @@ class FactBuilder:
         self.cond_excluded = set(knowledge.threshold("condition_verification_excluded"))
         self.cond_confirmed = set(knowledge.threshold("condition_verification_confirmed"))
         self.cond_active = set(knowledge.threshold("condition_clinical_active"))
+        self._supersedes = frozenset(knowledge.threshold("result_status_supersedes"))
+        self._future_days = int(knowledge.threshold("result_future_tolerance_days"))
         self._drug_memo: dict[tuple[Any, ...], str | None] = {}
         # codes that make an Observation more than a lab result (DXA scores, panels, FRAX)
         self._not_lab_only = frozenset(knowledge.dxa_by_code) | frozenset(knowledge.dxa_panel_codes) \
@@ -274,6 +334,9 @@ class FactBuilder:
     def build(self, patient: dict[str, Any], resources: Iterable[dict[str, Any]], as_of: date,
               unavailable: dict[str, str] | None = None) -> Facts:
         facts = Facts(as_of=as_of, patient=self.patient(patient, as_of), unavailable=dict(unavailable or {}))
+        resources = resources if isinstance(resources, list) else list(resources)
+        facts.parent_dates = _parent_dates(resources)
+        parents = facts.parent_dates
         seen: set[tuple[str, str]] = set()
         # lab results are picked by code first and read newest first (see _read_labs): a long
         # history costs a sort of strings, not a full reading of every old result
@@ -291,7 +354,10 @@ class FactBuilder:
                     codes = self._loinc_codes(r.get("code"))
                     analyte = self._lab_only(r, codes)
                     if analyte:
-                        deferred.setdefault(analyte, []).append((_effective_key(r), r, codes))
+                        key = _effective_key(r)
+                        if not key and parents and isinstance(rid, str) and rid in parents:
+                            key = parents[rid][0].isoformat()
+                        deferred.setdefault(analyte, []).append((key, r, codes))
                     else:
                         self._observation(r, facts, codes)
                 elif rtype == "Condition":
@@ -305,8 +371,14 @@ class FactBuilder:
                 # a relevant resource whose elements are not shaped as FHIR R4: said, never dropped silently
                 facts.ignored.append(Ignored(_ref(r), "malformed: an element does not have its FHIR R4 type"))
         self._read_labs(deferred, facts)
-        for values in facts.labs.values():
-            values.sort(key=lambda lab: lab.date)
+        supersedes = self._supersedes
+        for analyte, values in facts.labs.items():
+            values = _supersede(values, lambda x: (x.code, x.date), supersedes, facts, "")
+            # between results of one date a correction, then the later issued, is the latest
+            values.sort(key=lambda lab: (lab.date, lab.status in supersedes, lab.issued))
+            facts.labs[analyte] = values
+        facts.scores = _supersede(facts.scores, lambda s: (s.code, s.kind, s.site, s.laterality, s.date), supersedes,
+                                  facts, "dxa")
         facts.scores.sort(key=lambda s: (s.date, s.kind, s.site))
         facts.medications.sort(key=lambda m: (m.start or date.min))
         return facts
@@ -331,7 +403,10 @@ class FactBuilder:
         for analyte, items in deferred.items():
             items.sort(key=lambda t: t[0], reverse=True)
             for key, r, codes in items:
-                if key and key < cutoff and facts.labs.get(analyte):
+                read = facts.labs.get(analyte)
+                # older than the window and a usable result is read: stop, but read the rest of that
+                # result's day (a correction of it may follow)
+                if key and key < cutoff and read and key[:10] < read[-1].date.isoformat():
                     break
                 try:
                     self._observation(r, facts, codes)
@@ -378,37 +453,49 @@ class FactBuilder:
             unread = next((c for c in codes if c in self._dxa_unread), None)
             if unread and not self._other_patient(obs, facts):
                 facts.ignored.append(Ignored(_ref(obs), f"DXA code {unread} "
-                                             f"({_display(obs.get('code')) or 'no display'}): {self._dxa_unread_reason}"))
+                                             f"({_display(obs.get('code')) or 'no display'}): {self._dxa_unread_reason}",
+                                             "dxa"))
             return
         ref = _ref(obs)
         if self._other_patient(obs, facts):
             return
         status = obs.get("status")
         if status not in self.counted_status:
-            facts.ignored.append(Ignored(ref, f"status is {status or 'missing'}, only {', '.join(sorted(self.counted_status))} results count"))
+            facts.ignored.append(Ignored(ref, f"status is {status or 'missing'}, only {', '.join(sorted(self.counted_status))} results count",
+                                         "dxa" if (dxa or panel) else ""))
             return
+        group = "dxa" if (dxa or panel) else ""
         when = _effective(obs)
+        if when is None and isinstance(obs.get("id"), str) and obs["id"] in facts.parent_dates:
+            when = facts.parent_dates[obs["id"]][0]  # dated by its DiagnosticReport or panel (rules §6.4)
         if when is None:
-            facts.ignored.append(Ignored(ref, "no effective date"))
+            facts.ignored.append(Ignored(ref, "no effective date", group))
             return
+        if (when - facts.as_of).days > self._future_days:
+            facts.ignored.append(Ignored(ref, f"dated in the future ({when.isoformat()}, after the evaluation date)",
+                                         group))
+            return
+        status = status if isinstance(status, str) else ""
+        issued = obs.get("issued") if isinstance(obs.get("issued"), str) else ""
         if dxa:
-            self._score(obs, dxa, obs.get("valueQuantity"), when, ref, facts, obs.get("code"))
+            self._score(obs, dxa, obs, when, ref, facts, obs.get("code"), status, issued)
         if panel:
             components = obs.get("component")
             if not isinstance(components, list):
-                facts.ignored.append(Ignored(ref, "DXA panel without a component list"))
+                if not dxa:
+                    facts.ignored.append(Ignored(ref, "DXA panel without a component list", "dxa"))
                 components = []
             for i, comp in enumerate(components):
                 if not isinstance(comp, dict):
                     continue
                 ccode = next((c for c in self._loinc_codes(comp.get("code")) if c in self.k.dxa_by_code), None)
                 if ccode:
-                    self._score(obs, ccode, comp.get("valueQuantity"), when, f"{ref} component {i}", facts,
-                                comp.get("code"))
+                    self._score(obs, ccode, comp, when, f"{ref} component {i}", facts,
+                                comp.get("code"), status, issued)
         if lab:
-            self._lab(obs, lab, when, ref, facts)
+            self._lab(obs, lab, when, ref, facts, status, issued)
         if frax:
-            value = _number(obs.get("valueQuantity"))
+            value = _value(obs)[0]
             if value is None:
                 facts.ignored.append(Ignored(ref, "FRAX result without a numeric value"))
             else:
@@ -429,12 +516,12 @@ class FactBuilder:
                 return kind
         return None
 
-    def _score(self, obs: dict[str, Any], code: str, quantity: Any, when: date, ref: str, facts: Facts,
-               code_concept: Any) -> None:
+    def _score(self, obs: dict[str, Any], code: str, element: dict[str, Any], when: date, ref: str, facts: Facts,
+               code_concept: Any, status: str = "", issued: str = "") -> None:
         entry = self.k.dxa_by_code[code]
-        value = _number(quantity)
+        value, quantity, why = _value(element)
         if value is None:
-            facts.ignored.append(Ignored(ref, f"DXA result {code} has no numeric value"))
+            facts.ignored.append(Ignored(ref, f"DXA result {code} {why}", "dxa"))
             return
         site, note = entry.site, None
         if entry.ambiguous_site:
@@ -442,12 +529,13 @@ class FactBuilder:
         info = self.k.site(site)
         unit = _unit(quantity) if isinstance(quantity, dict) else ""
         if entry.kind != "bmd" and unit and not (unit.startswith("{") or unit in ("1", "SD") or "score" in unit.lower()):
-            facts.ignored.append(Ignored(ref, f"DXA score {code} has unit {unit!r}, expected a score annotation such as {{T-score}}"))
+            facts.ignored.append(Ignored(ref, f"DXA score {code} has unit {unit!r}, expected a score annotation such as {{T-score}}",
+                                         "dxa"))
             return
         facts.scores.append(Score(
             kind=entry.kind, site=site, site_label=info["label"], diagnostic=bool(info["diagnostic"]),
             laterality=entry.laterality, value=value, unit=unit, date=when, code=code, resource=ref,
-            site_note=note))
+            site_note=note, status=status, issued=issued))
 
     def _resolve_site(self, obs: dict[str, Any], code_concept: Any) -> tuple[str, str | None]:
         body = obs.get("bodySite")
@@ -463,15 +551,15 @@ class FactBuilder:
                 return kw["site"], None
         return "not_stated", "the measurement site is not stated (LOINC 38265-5 without a body site)"
 
-    def _lab(self, obs: dict[str, Any], code: str, when: date, ref: str, facts: Facts) -> None:
+    def _lab(self, obs: dict[str, Any], code: str, when: date, ref: str, facts: Facts, status: str = "",
+             issued: str = "") -> None:
         key = self.k.lab_by_code[code]
         a = self.k.analyte(key)
-        q = obs.get("valueQuantity")
-        value = _number(q)
+        value, q, why = _value(obs)
         if value is None:
-            facts.ignored.append(Ignored(ref, f"{a['label']} has no numeric value"))
+            facts.ignored.append(Ignored(ref, f"{a['label']} {why}"))
             return
-        unit = _unit(q)
+        unit = _unit(q) if q is not None else ""
         factor = _unit_factor(a["units"], unit)
         if factor is None:
             facts.ignored.append(Ignored(ref, f"{a['label']} unit {unit or '(none)'!r} is not known; value not used"))
@@ -495,7 +583,7 @@ class FactBuilder:
         facts.labs.setdefault(key, []).append(Lab(
             analyte=key, label=a["label"], value=round(value * factor, 4), unit=a["unit"],
             original=f"{value:g} {unit}".strip(), date=when, resource=ref, low=low, high=high,
-            interpretation=interp))
+            interpretation=interp, code=code, status=status, issued=issued))
 
     # -- conditions ------------------------------------------------------------------------
     def _encounter(self, enc: dict[str, Any], facts: Facts) -> None:
@@ -639,6 +727,29 @@ class FactBuilder:
             self._drug_memo.clear()
         self._drug_memo[key] = found
         return found
+
+
+def _supersede(items: list[Any], key: Any, supersedes: frozenset[str], facts: Facts, group: str) -> list[Any]:
+    """Results of the same code and date: a corrected or amended one replaces the others (the later
+    ``issued`` between corrections); the replaced ones are listed as superseded (rules §6.4)."""
+    groups: dict[Any, list[Any]] = {}
+    for x in items:
+        groups.setdefault(key(x), []).append(x)
+    if len(groups) == len(items):
+        return items
+    out: list[Any] = []
+    for same in groups.values():
+        corrections = [x for x in same if x.status in supersedes] if len(same) > 1 else []
+        if not corrections:
+            out += same
+            continue
+        winner = max(corrections, key=lambda x: x.issued)
+        out.append(winner)
+        for x in same:
+            if x is not winner:
+                facts.ignored.append(Ignored(x.resource, f"superseded by {winner.resource} ({winner.status}, "
+                                                         f"same code and date)", group))
+    return out
 
 
 def _unit_factor(units: dict[str, float], unit: str) -> float | None:

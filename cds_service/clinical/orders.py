@@ -215,8 +215,10 @@ def _contraindications(order: DraftOrder, facts: Facts, interp: Interpretation, 
             f"Contraindicated: {order.label} — {blocking[0].message}",
             _finding_lines(blocking), list(dict.fromkeys(f.source for f in blocking)),
             replace_with=_alternatives(order.drug, interp, found, active, k), remove=True))
-    cautions = [f for f in found if order.drug in f.warns]
-    if cautions and not blocking:  # a contraindicated order is to be removed: its cautions are moot
+    # a caution about choosing the drug at all (offered only with it, never first) is moot once it is
+    # contraindicated; cautions that bear on its alternatives too (calcium, kidney) stay
+    cautions = [f for f in found if order.drug in f.warns and not (blocking and f.not_first)]
+    if cautions:
         out.append(OrderIssue(order, "caution", "warning", f"{order.label}: {cautions[0].message}"[:139],
                               _finding_lines(cautions), list(dict.fromkeys(f.source for f in cautions))))
     return out

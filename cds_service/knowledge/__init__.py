@@ -567,9 +567,10 @@ def _cross_check(k: Knowledge, paths: dict[str, Path]) -> None:
             raise KnowledgeError(f"knowledge file {paths['cards']}: override_reasons names unknown topic {topic!r}")
 
 
-PREDICATES = {"lab_below", "lab_above", "lab_below_range", "lab_above_range", "condition", "recent_condition",
-              "recorded_condition", "undated_condition", "older_condition", "medication_class",
-              "condition_after_drug", "sex", "pth_high_with_calcium_high_normal", "any", "all"}
+PREDICATES = {"lab_below", "lab_above", "lab_at_least", "lab_below_range", "lab_above_range", "lab_missing",
+              "condition", "recent_condition", "recorded_condition", "undated_condition", "older_condition",
+              "medication_class", "condition_after_drug", "sex", "on_therapy", "pth_high_with_calcium_high_normal",
+              "any", "all", "not"}
 CONCEPT_LISTS = ("recent_condition", "recorded_condition", "undated_condition", "older_condition")
 
 
@@ -585,9 +586,14 @@ def _check_when(k: Knowledge, when: Any, where: str) -> None:
         for i, sub in enumerate(value):
             _check_when(k, sub, f"{where}/{kind}/{i}")
         return
-    if kind.startswith("lab_") and value not in k.raw["labs"]["analytes"]:
+    if kind == "not":
+        _check_when(k, value, f"{where}/not")
+        return
+    if kind.startswith("lab_") and value not in k.raw["labs"]["analytes"] and value not in k.raw["labs"].get("derived", {}):
         raise KnowledgeError(f"{where}: unknown analyte {value!r}")
-    if kind in ("lab_below", "lab_above", "recent_condition", "older_condition") \
+    if kind == "on_therapy" and (not isinstance(value, list) or any(d not in k.drugs for d in value)):
+        raise KnowledgeError(f"{where}: on_therapy needs a list of drugs of medications.yaml, got {value!r}")
+    if kind in ("lab_below", "lab_above", "lab_at_least", "recent_condition", "older_condition") \
             and when.get("number") not in k.treatment["numbers"]:
         raise KnowledgeError(f"{where}: {kind} needs a 'number' from numbers:, got {when.get('number')!r}")
     concepts = k.raw["conditions"]["concepts"]

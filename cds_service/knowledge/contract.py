@@ -73,6 +73,8 @@ THRESHOLDS = {
     "frax_hip_treat_percent": NUMBER,
     "frax_major_treat_percent": NUMBER,
     "lab_max_age_months": INT,  # also written into card text as it is
+    "result_future_tolerance_days": INT,
+    "result_status_supersedes": STATUSES,
 }
 
 # treatment.yaml numbers: read by Knowledge.number(key). Numbers named by a `when` of a
@@ -88,6 +90,8 @@ NUMBERS = {
     "iv_bisphosphonate_holiday_years": NUMBER,
     "holiday_reassess": TEXT,
     "pth_analog_max_months": INT,  # written into card text as it is
+    "pth_independent_below": NUMBER,
+    "albumin_ionized_calcium_needed": NUMBER,
     "romosozumab_max_doses": INT,
     "repeat_dxa_after_months": INT,
     "repeat_dxa_within_months": INT,
@@ -153,6 +157,7 @@ CONTRACT: dict[str, dict[str, Kind]] = {
         "topic_system": TEXT, "topics": TEXT_MAP, **{f"topics/{t}": TEXT for t in TOPICS},
         "override_system": TEXT, "override_reasons": MAPPING,
         "override_reasons/*/*/code": TEXT, "override_reasons/*/*/display": TEXT,
+        **{f"unreadable_dxa/{p}": TEXT for p in ("summary", "head", "action")}, "unreadable_dxa/source": SOURCE,
     },
     "conditions": {  # fractures: read by Knowledge.fracture_rules (rules §6.3)
         "fractures/source": SOURCE,
@@ -187,6 +192,16 @@ CONTRACT: dict[str, dict[str, Kind]] = {
         "analytes/*/display_unit?": TEXT,
         "analytes/*/default_range?/low": NUMBER, "analytes/*/default_range?/high": NUMBER,
         "frax/codes": LIST, "frax/codes/*/code": TEXT, "frax/codes/*/fracture": TEXT,
+        "derived/*/label": TEXT, "derived/*/unit": TEXT, "derived/*/source": SOURCE,
+        "derived/kidney_function/label": TEXT, "derived/creatinine_clearance/label": TEXT,
+        "reports/codes": SOME_TEXTS, "reports/source": SOURCE,
+        **_entries({"egfr_race_free": SOME_TEXTS, "egfr_race_black": TEXTS, "creatinine_newer_days": INT,
+                    "weight_max_age_months": INT}, "kidney/"),
+        **{f"kidney/ckd_epi_2021/{p}": NUMBER for p in ("constant", "exponent_above", "age_base", "female_factor",
+                                                         "kappa/female", "kappa/male", "alpha/female", "alpha/male")},
+        "kidney/ckd_epi_2021/label": TEXT, "kidney/ckd_epi_2021/source": SOURCE,
+        **{f"kidney/cockcroft_gault/{p}": NUMBER for p in ("age_from", "divisor", "female_factor")},
+        "kidney/cockcroft_gault/label": TEXT, "kidney/cockcroft_gault/source": SOURCE,
         "frax/text_patterns": WORD_LISTS,
     },
 }

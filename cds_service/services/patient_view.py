@@ -5,6 +5,7 @@ from typing import Any
 
 from ..cards.advice import advice_cards
 from ..cards.interpretation import interpretation_card
+from ..cards.results import unreadable_dxa_card
 from ..clinical.advice import advise
 from ..clinical.facts import Facts
 from ..clinical.interpretation import interpret
@@ -20,6 +21,8 @@ def prefetch_templates(k: Knowledge) -> dict[str, str]:
     loinc = k.system["loinc"]
     dxa = ",".join(f"{loinc}|{c}" for c in k.dxa_query_codes())
     labs = ",".join(f"{loinc}|{c}" for c in k.lab_query_codes())
+    # reports whose results may carry no date of their own (rules §6.4): read for their dates
+    reports = ",".join(f"{loinc}|{c}" for c in k.raw["labs"]["reports"]["codes"])
     return {
         "patient": "Patient/{{context.patientId}}",
         "dxa": "Observation?patient={{context.patientId}}&code=" + dxa,
@@ -27,6 +30,7 @@ def prefetch_templates(k: Knowledge) -> dict[str, str]:
         "medicationRequests": "MedicationRequest?patient={{context.patientId}}",
         "medicationStatements": "MedicationStatement?patient={{context.patientId}}",
         "conditions": "Condition?patient={{context.patientId}}",
+        "diagnosticReports": "DiagnosticReport?patient={{context.patientId}}&code=" + reports,
     }
 
 
@@ -36,6 +40,10 @@ def cards_for(facts: Facts, k: Knowledge, request: dict[str, Any]) -> list[dict[
     c = interpretation_card(interp, facts, k)
     if c:
         cards.append(c)
+    elif interp.diagnosis == "no_dxa":
+        c = unreadable_dxa_card(facts, k)  # DXA records on file, none usable: never silent (rules §6.4)
+        if c:
+            cards.append(c)
     cards += advice_cards(advise(interp, facts, k), facts, k)
     return cards
 
@@ -49,7 +57,8 @@ def patient_view_service(k: Knowledge) -> CdsService:
                      "conditions, and answers with the interpretation of the latest bone density exam "
                      "(WHO/ISCD, AACE 2020) and the guideline-based advice that follows from it."),
         usage_requirements=("Needs read access to Patient, Observation (DXA results and labs), "
-                            "MedicationRequest, MedicationStatement and Condition, either as prefetch or "
+                            "MedicationRequest, MedicationStatement, Condition and DiagnosticReport (the dates "
+                            "of the results it lists), either as prefetch or "
                             "through fhirServer with fhirAuthorization."),
         prefetch=prefetch_templates(k),
         handler=cards_for,

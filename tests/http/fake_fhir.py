@@ -72,7 +72,7 @@ class FakeFhir:
         if path == "Observation":
             return "dxa" if "38267-1" in codes else "labs" if "17861-6" in codes else None
         return {"MedicationRequest": "medicationRequests", "MedicationStatement": "medicationStatements",
-                "Condition": "conditions"}.get(path)
+                "Condition": "conditions", "DiagnosticReport": "diagnosticReports"}.get(path)
 
     def __call__(self, request: Request) -> Response:
         with self._lock:

@@ -11,7 +11,8 @@ from cds_service import create_app
 from cds_service.engine import load_schema
 from cds_service.services.patient_view import SERVICE_ID
 
-EXPECTED_KEYS = {"patient", "dxa", "labs", "medicationRequests", "medicationStatements", "conditions"}
+EXPECTED_KEYS = {"patient", "dxa", "labs", "medicationRequests", "medicationStatements", "conditions",
+                 "diagnosticReports"}  # the reports that date their results (rules §6.4)
 ALLOWED_PARAMS = {"patient", "code", "_count", "_sort"}
 TOKEN = re.compile(r"\{\{(.*?)\}\}")
 
@@ -49,7 +50,7 @@ def test_patient_view_service_is_listed_with_its_descriptions(service):
         assert isinstance(service.get(field), str) and service[field].strip(), field
 
 
-def test_prefetch_keys_are_exactly_the_six_data_groups(service):
+def test_prefetch_keys_are_exactly_the_seven_data_groups(service):
     assert set(service["prefetch"]) == EXPECTED_KEYS
 
 

@@ -28,7 +28,7 @@ from tests.http.fake_fhir import (
     with_server,
 )
 
-KEYS = ["patient", "dxa", "labs", "medicationRequests", "medicationStatements", "conditions"]
+KEYS = ["patient", "dxa", "labs", "medicationRequests", "medicationStatements", "conditions", "diagnosticReports"]
 
 
 @pytest.fixture(scope="module")

@@ -228,7 +228,8 @@ def test_oral_bisphosphonate_blocked_for_achalasia(client, response_validator, s
 
 def test_zoledronic_acid_for_egfr_25_is_critical(client, response_validator, scenario_request):
     cards = sign(client, response_validator, scenario_request, 3, draft("zol", "zoledronic_acid", "bone-03"))
-    assert [c["indicator"] for c in cards] == ["critical"]
+    assert [c["indicator"] for c in cards] == ["critical", "warning"]
+    assert "ionized calcium" in cards[1]["detail"]  # eGFR < 30 and no ionized calcium (rules §6.4)
 
 
 @pytest.mark.parametrize("drug", ["zoledronic_acid", "denosumab"])
@@ -380,7 +381,9 @@ def test_order_select_checks_only_the_selected_order(client, response_validator,
     drafts = bundle(draft("alen", "alendronate", "bone-03"), service_request("sr", "bone-03"),
                     draft("romo", "romosozumab", "bone-03"))
     req = order_request(scenario_request, 3, "order-select", drafts, selections=["MedicationRequest/romo"])
-    assert call(client, response_validator, req) == []
+    # romosozumab is not blocked for eGFR 25; it only asks for an ionized calcium first (rules §6.4)
+    romo = call(client, response_validator, req)
+    assert [c["indicator"] for c in romo] == ["warning"] and "ionized calcium" in romo[0]["detail"]
     req = order_request(scenario_request, 3, "order-select", drafts, selections=["MedicationRequest/alen"])
     cards = call(client, response_validator, req)
     assert [c["indicator"] for c in cards] == ["critical"]

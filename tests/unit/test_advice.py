@@ -131,7 +131,8 @@ def test_egfr_boundaries(run, egfr, below35, below30):
     assert ("denosumab" in plan.offered) is below35
     assert ("denosumab" in plan.warnings) is below30
     if below30:
-        assert [f.id for f in plan.warnings["denosumab"]] == ["egfr-below-30"]
+        # and, with no ionized calcium recorded, the request for one (rules §6.4)
+        assert [f.id for f in plan.warnings["denosumab"]] == ["egfr-below-30", "ionized-calcium-needed"]
         assert plan.offered == ["denosumab"]
 
 

@@ -267,10 +267,14 @@ def test_effective_period_start_and_effective_instant_are_accepted(build):
 
 
 def test_score_without_a_numeric_value_is_ignored(build):
-    r = obs("38267-1", None, rid="noval", valueString="-2.5")
+    r = obs("38267-1", None, rid="noval")
     facts = build(r)
     assert facts.scores == []
     assert "no numeric value" in reasons(facts, "noval")[0]
+    r = obs("38267-1", None, rid="text", valueString="osteopenic")  # text that is not a number
+    facts = build(r)
+    assert facts.scores == []
+    assert "not a number" in reasons(facts, "text")[0]
 
 
 def test_observation_of_another_patient_is_ignored(build):
