@@ -111,7 +111,7 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
         if f.summary and not f.always_card and plan is not None and not plan.offered \
                 and any(f in fs for fs in plan.not_offered.values()):
             continue  # the treatment card says it, in its summary: one card
-        taken = f.stops_current and any(m.drug in f.blocks for m in advice.interp.active_therapies)
+        taken = any(m.drug in f.blocks for m in advice.interp.active_therapies)
         if f.kind == "contraindication" and not f.warns and advice.treatment is None and not taken:
             continue  # nothing is being chosen or to be stopped: a pure block is not news
         if f.kind == "secondary_cause" and advice.interp.diagnosis not in k.care_diagnoses:
@@ -128,6 +128,7 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
         evidence = list(dict.fromkeys(e for f in fs for e in f.evidence))
         lines = [f"**{capitalised(title)}**", "", "**Data**", ""] + [f"- {e}" for e in evidence]
         lines += ["", "**What to do**", ""] + [f"- {f.action}" for f in fs]
+        lines += _taken_lines(contra, advice, k)
         if contra and (contra.blocks or contra.warns):
             lines += ["", "**Effect on treatment**", "", f"- {contra.message}."]
         suggestions = []
@@ -148,6 +149,20 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
                           detail="\n".join(lines) + data_notes(facts), guidelines=guidelines,
                           suggestions=suggestions or None, selection_behavior="at-most-one" if suggestions else None))
     return cards
+
+
+def _taken_lines(contra: Finding | None, advice: Advice, k: Knowledge) -> list[str]:
+    """The drugs being taken that the contraindication blocks: stop or hold them (rules §6.1);
+    denosumab is never simply stopped."""
+    if contra is None or contra.stops_current:
+        return []  # its own action says what to do with the drug being taken
+    words = k.treatment["taken"]
+    out = []
+    for m in advice.interp.active_therapies:
+        if m.drug in contra.blocks:
+            text = words["denosumab"]["value"] if m.drug == "denosumab" else words["stop_or_hold"]["value"]
+            out.append(f"- **{m.display}** ({m.resource}) is being taken: {text}")
+    return out
 
 
 def management_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, Any]]:

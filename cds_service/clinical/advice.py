@@ -418,7 +418,10 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
         if m.drug_class in k.therapy_classes:
             by_drug.setdefault(m.drug, []).append(m)
     blocked = {d for f in found for d in f.blocks}
-    stopping = {d for f in found if f.stops_current for d in f.blocks}  # never "continue" these
+    # the drug being taken is checked too (rules §6.1): a contraindicated one is never "continue"; denosumab
+    # is never simply stopped, so its dose reminders stay unless a finding hands it over (stops_current)
+    stopping = {d for f in found if f.kind == "contraindication" for d in f.blocks
+                if f.stops_current or d != "denosumab"}
     active_drugs = {m.drug for m in interp.active_therapies}
     n = k.number
 

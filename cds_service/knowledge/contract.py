@@ -138,6 +138,8 @@ CONTRACT: dict[str, dict[str, Kind]] = {
         "secondary_causes/*/action": TEXT, "secondary_causes/*/source": TEXT, "secondary_causes/*/suggest?": TEXT,
         "care_diagnoses/value": TEXTS, "care_diagnoses/source": SOURCE,
         "cautions/pregnancy/value": TEXT, "cautions/pregnancy/source": SOURCE,
+        "taken/stop_or_hold/value": TEXT, "taken/stop_or_hold/source": SOURCE,
+        "taken/denosumab/value": TEXT, "taken/denosumab/source": SOURCE,
         "labs_for_workup": LIST, "labs_for_workup/*/analyte": TEXT_OR_TEXTS,
         **{f"labs_for_workup/*/{p}": kind for p, kind in _ORDER.items()},
         **{f"repeat_dxa/{p}": kind for p, kind in _ORDER.items()},
