@@ -241,73 +241,98 @@ class Evaluator:
         return (low is not None and lab.value < low) if side == "low" else (high is not None and lab.value > high)
 
     def check(self, when: dict[str, Any]) -> tuple[bool, list[str]]:
-        kind = next(key for key in when if key != "number")
-        value = when[kind]
-        if kind in ("any", "all"):
-            results = [self.check(sub) for sub in value]
-            evidence = [e for ok, ev in results if ok for e in ev]
-            ok = any(r[0] for r in results) if kind == "any" else all(r[0] for r in results)
-            return ok, evidence if ok else []
-        if kind == "not":
-            return not self.check(value)[0], []
-        if kind == "on_therapy":
-            found = [m for m in self.f.medications if m.drug in value and m.status == "active"]
-            return bool(found), [f"on {m.display} ({m.resource})" for m in found]
-        if kind == "lab_missing":
-            return self.lab(value) is None, []
-        if kind.startswith("lab_"):
-            lab = self.lab(value)
-            if lab is None:
-                return False, []
-            if kind == "lab_below":
-                ok = lab.value < float(self.k.number(when["number"]))
-            elif kind == "lab_above":
-                ok = lab.value > float(self.k.number(when["number"]))
-            elif kind == "lab_at_least":
-                ok = lab.value >= float(self.k.number(when["number"]))
-            elif kind == "lab_below_range":
-                ok = self.below_range(lab)
-            else:
-                ok = self.above_range(lab)
-            if ok and kind.endswith("_range"):
-                low, high = self.range_of(lab)
-                return True, [f"{_lab_age_note(lab, self.f, self.k)}; reference range {low:g}-{high:g} {lab.unit}"
-                              if low is not None and high is not None else _lab_age_note(lab, self.f, self.k)]
-            return ok, [_lab_age_note(lab, self.f, self.k)] if ok else []
-        if kind == "condition":
-            found = [c for c in self.f.conditions_of(value) if c.active]
-            return bool(found), [f"{c.display} ({c.code}, {c.resource})" for c in found]
-        if kind == "recent_condition":
-            months = float(self.k.number(when["number"]))
-            found = [c for concept in value for c in self.f.conditions_of(concept)
-                     if c.onset and c.onset <= self.f.as_of and months_between(c.onset, self.f.as_of) <= months]
-            return bool(found), [f"{c.display} ({c.code}) on {c.onset.isoformat()} ({c.resource})" for c in found]
-        if kind == "recorded_condition":  # any counted record, whatever its clinical status
-            found = [c for concept in value for c in self.f.conditions_of(concept)]
-            return bool(found), [f"{c.display} ({c.code}, {c.resource})" for c in found]
-        if kind == "undated_condition":  # a record with no onset or recorded date
-            found = [c for concept in value for c in self.f.conditions_of(concept) if c.onset is None]
-            return bool(found), [f"{c.display} ({c.code}, {c.resource}), no date recorded" for c in found]
-        if kind == "older_condition":
-            months = float(self.k.number(when["number"]))
-            found = [c for concept in value for c in self.f.conditions_of(concept)
-                     if c.onset and months_between(c.onset, self.f.as_of) > months]
-            return bool(found), [f"{c.display} ({c.code}) on {c.onset.isoformat()} ({c.resource})" for c in found]
-        if kind == "medication_class":  # an active order or statement of these drug classes
-            found = [m for m in self.f.medications if m.drug_class in value and m.status == "active"]
-            return bool(found), [f"{m.display} ({m.resource}, {m.status})" for m in found]
-        if kind == "condition_after_drug":
-            return self._condition_after_drug(value["conditions"], value["classes"])
-        if kind == "sex":
-            ok = self.f.patient.sex == value
-            return ok, [f"sex recorded as {self.f.patient.sex}"] if ok else []
-        if kind == "pth_high_with_calcium_high_normal":
-            pth, ca = self.f.latest_lab("pth"), self.lab("calcium")
-            if pth is None or ca is None:
-                return False, []
-            ok = self.above_range(pth) and ca.value >= float(self.k.number("calcium_high_normal"))
-            return ok, [_lab_age_note(pth, self.f, self.k), _lab_age_note(ca, self.f, self.k)] if ok else []
-        raise ValueError(f"unknown predicate {kind}")
+        for kind in when:  # the one key besides "number"
+            if kind != "number":
+                break
+        try:
+            predicate = _PREDICATES[kind]
+        except KeyError:
+            raise ValueError(f"unknown predicate {kind}") from None
+        return predicate(self, when, when[kind])
+
+    # -- the predicates of treatment.yaml's `when`, by name (_PREDICATES) -----------------------
+    def _any_all(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        results = [self.check(sub) for sub in value]
+        evidence = [e for ok, ev in results if ok for e in ev]
+        ok = any(r[0] for r in results) if "any" in when else all(r[0] for r in results)
+        return ok, evidence if ok else []
+
+    def _not(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        return not self.check(value)[0], []
+
+    def _on_therapy(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        found = [m for m in self.f.medications if m.drug in value and m.status == "active"]
+        return bool(found), [f"on {m.display} ({m.resource})" for m in found]
+
+    def _lab_missing(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        return self.lab(value) is None, []
+
+    def _lab_value(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        lab = self.lab(value)
+        if lab is None:
+            return False, []
+        if "lab_below" in when:
+            ok = lab.value < float(self.k.number(when["number"]))
+        elif "lab_above" in when:
+            ok = lab.value > float(self.k.number(when["number"]))
+        else:  # lab_at_least
+            ok = lab.value >= float(self.k.number(when["number"]))
+        return ok, [_lab_age_note(lab, self.f, self.k)] if ok else []
+
+    def _lab_range(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        lab = self.lab(value)
+        if lab is None:
+            return False, []
+        if not (self.below_range(lab) if "lab_below_range" in when else self.above_range(lab)):
+            return False, []
+        low, high = self.range_of(lab)
+        return True, [f"{_lab_age_note(lab, self.f, self.k)}; reference range {low:g}-{high:g} {lab.unit}"
+                      if low is not None and high is not None else _lab_age_note(lab, self.f, self.k)]
+
+    def _condition(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        found = [c for c in self.f.conditions_of(value) if c.active]
+        return bool(found), [f"{c.display} ({c.code}, {c.resource})" for c in found]
+
+    def _recent_condition(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        months = float(self.k.number(when["number"]))
+        found = [c for concept in value for c in self.f.conditions_of(concept)
+                 if c.onset and c.onset <= self.f.as_of and months_between(c.onset, self.f.as_of) <= months]
+        return bool(found), [f"{c.display} ({c.code}) on {c.onset.isoformat()} ({c.resource})" for c in found]
+
+    def _recorded_condition(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        """Any counted record, whatever its clinical status."""
+        found = [c for concept in value for c in self.f.conditions_of(concept)]
+        return bool(found), [f"{c.display} ({c.code}, {c.resource})" for c in found]
+
+    def _undated_condition(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        """A record with no onset or recorded date."""
+        found = [c for concept in value for c in self.f.conditions_of(concept) if c.onset is None]
+        return bool(found), [f"{c.display} ({c.code}, {c.resource}), no date recorded" for c in found]
+
+    def _older_condition(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        months = float(self.k.number(when["number"]))
+        found = [c for concept in value for c in self.f.conditions_of(concept)
+                 if c.onset and months_between(c.onset, self.f.as_of) > months]
+        return bool(found), [f"{c.display} ({c.code}) on {c.onset.isoformat()} ({c.resource})" for c in found]
+
+    def _medication_class(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        """An active order or statement of these drug classes."""
+        found = [m for m in self.f.medications if m.drug_class in value and m.status == "active"]
+        return bool(found), [f"{m.display} ({m.resource}, {m.status})" for m in found]
+
+    def _after_drug(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        return self._condition_after_drug(value["conditions"], value["classes"])
+
+    def _sex(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        ok = self.f.patient.sex == value
+        return ok, [f"sex recorded as {self.f.patient.sex}"] if ok else []
+
+    def _pth_high_with_calcium_high_normal(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
+        pth, ca = self.f.latest_lab("pth"), self.lab("calcium")
+        if pth is None or ca is None:
+            return False, []
+        ok = self.above_range(pth) and ca.value >= float(self.k.number("calcium_high_normal"))
+        return ok, [_lab_age_note(pth, self.f, self.k), _lab_age_note(ca, self.f, self.k)] if ok else []
 
     def _condition_after_drug(self, concepts: list[str], classes: list[str]) -> tuple[bool, list[str]]:
         """A condition on or after exposure to a drug of ``classes``: its date on or after the first
@@ -326,6 +351,19 @@ class Evaluator:
         evidence += [f"{m.display} ({m.resource}, {m.status}" + (f", since {m.start.isoformat()}" if m.start else "")
                      + ")" for m in meds]
         return True, evidence
+
+
+_PREDICATES = {
+    "any": Evaluator._any_all, "all": Evaluator._any_all, "not": Evaluator._not,
+    "on_therapy": Evaluator._on_therapy, "lab_missing": Evaluator._lab_missing,
+    "lab_below": Evaluator._lab_value, "lab_above": Evaluator._lab_value, "lab_at_least": Evaluator._lab_value,
+    "lab_below_range": Evaluator._lab_range, "lab_above_range": Evaluator._lab_range,
+    "condition": Evaluator._condition, "recent_condition": Evaluator._recent_condition,
+    "recorded_condition": Evaluator._recorded_condition, "undated_condition": Evaluator._undated_condition,
+    "older_condition": Evaluator._older_condition, "medication_class": Evaluator._medication_class,
+    "condition_after_drug": Evaluator._after_drug, "sex": Evaluator._sex,
+    "pth_high_with_calcium_high_normal": Evaluator._pth_high_with_calcium_high_normal,
+}
 
 
 def may_be_pregnant(facts: Facts, k: Knowledge) -> bool:

@@ -179,13 +179,22 @@ class Facts:
     unavailable: dict[str, str] = field(default_factory=dict)  # data group → why it could not be read
     # Observation id → (date, parent reference) of the DiagnosticReport or panel that lists it
     parent_dates: dict[str, tuple[date, str]] = field(default_factory=dict, repr=False, compare=False)
+    _by_concept: tuple[int, dict[str, list[ConditionFact]]] | None = field(default=None, repr=False, compare=False)
 
     def latest_lab(self, analyte: str) -> Lab | None:
         values = self.labs.get(analyte)
         return values[-1] if values else None
 
     def conditions_of(self, concept: str) -> list[ConditionFact]:
-        return [c for c in self.conditions if c.concept == concept]
+        """The conditions of one concept. Many rules ask, so they are grouped once (and again if the
+        list has grown since)."""
+        index = self._by_concept
+        if index is None or index[0] != len(self.conditions):
+            groups: dict[str, list[ConditionFact]] = {}
+            for c in self.conditions:
+                groups.setdefault(c.concept, []).append(c)
+            index = self._by_concept = (len(self.conditions), groups)
+        return list(index[1].get(concept, ()))
 
 
 def _ref(resource: dict[str, Any]) -> str:
