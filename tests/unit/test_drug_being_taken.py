@@ -50,3 +50,18 @@ def test_denosumab_with_low_calcium_is_held_for_the_dose_never_simply_stopped(ca
 def test_no_card_for_a_contraindication_of_a_drug_not_taken_and_not_chosen(cards):
     a, cs = cards(*high(med(DENOSUMAB, months_ago(4)), egfr=33))  # blocks alendronate, which is not taken
     assert not [c for c in safety(cs) if "alendronate and zoledronic acid are contraindicated" in c["detail"]]
+
+
+def test_acute_kidney_injury_blocks_zoledronic_acid_and_stops_the_yearly_infusion(cards):
+    from .test_advice import ZOLEDRONIC, blocked, ids
+    from .test_interpretation import condition
+    aki = condition("N17.9", onset=months_ago(1))
+    a, _ = cards(*high(aki))
+    assert "acute-kidney-injury" in ids(a) and blocked(a) == {"zoledronic_acid"}
+    assert "zoledronic_acid" not in a.treatment.offered
+    a, cs = cards(*high(aki, med(ZOLEDRONIC, months_ago(40))))
+    [card] = [c for c in safety(cs) if "acute kidney injury" in c["detail"]]
+    assert "No zoledronic acid until kidney function has recovered" in card["detail"]
+    assert "Continue zoledronic acid" not in json.dumps(cs)
+    resolved = condition("N17.9", onset=months_ago(30), clinical="resolved")
+    assert "acute-kidney-injury" not in ids(cards(*high(resolved))[0])
