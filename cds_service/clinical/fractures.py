@@ -19,7 +19,7 @@ from ..knowledge.terminology import norm_icd
 from .facts import ConditionFact, ExternalCause, Facts, months_between
 
 SITE_WORDS = {"hip": "hip", "vertebral": "vertebra", "wrist": "wrist", "humerus": "proximal humerus",
-              "pelvis": "pelvis or sacrum", "unspecified": "site not stated"}
+              "pelvis": "pelvis or sacrum", "femur_shaft": "femoral shaft", "unspecified": "site not stated"}
 
 
 @dataclass

@@ -285,7 +285,8 @@ def test_fracture_dated_only_by_recorded_date_is_not_on_therapy(interp):
     assert i.on_therapy == []
 
 
-@pytest.mark.parametrize("code, aff", [("S72.21XA", True), ("S72.001A", False)])
+@pytest.mark.parametrize("code, aff", [("S72.21XA", True), ("S72.001A", False), ("S72.301A", True),
+                                       ("S72.352A", True)])  # S72.3- femoral shaft: read since its value set
 def test_subtrochanteric_fracture_on_an_antiresorptive_asks_for_aff_review(knowledge, facts_of, code, aff):
     f = facts_of(t_score(-2.6), med("46041", day(900)), cond(code, onset=day(100)))
     kinds = [m.kind for m in advise(interpret(f, knowledge), f, knowledge).management]
@@ -308,3 +309,9 @@ def test_wrist_fracture_without_dxa_gets_no_fracture_dxa_order(knowledge, facts_
     f = facts_of(cond("S52.501A", onset=day(30)), t_score(-1.5, day(900)))
     a = advise(interpret(f, knowledge), f, knowledge)
     assert not any("fracture" in o.reason for o in a.orders)
+
+
+def test_femoral_shaft_fractures_are_events_with_their_side(knowledge, facts_of):
+    f = facts_of(t_score(-2.6), cond("S72.301A", onset=day(100)), cond("S72.302A", onset=day(100)))
+    i = interpret(f, knowledge)
+    assert sorted(e.site_label for e in i.fractures) == ["femoral shaft (left)", "femoral shaft (right)"]
