@@ -111,7 +111,7 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
         if f.summary and not f.always_card and plan is not None and not plan.offered \
                 and any(f in fs for fs in plan.not_offered.values()):
             continue  # the treatment card says it, in its summary: one card
-        taken = any(m.drug in f.blocks for m in advice.interp.active_therapies)
+        taken = not f.start_only and any(m.drug in f.blocks for m in advice.interp.active_therapies)
         if f.kind == "contraindication" and not f.warns and advice.treatment is None and not taken:
             continue  # nothing is being chosen or to be stopped: a pure block is not news
         if f.kind == "secondary_cause" and advice.interp.diagnosis not in k.care_diagnoses:
@@ -154,13 +154,14 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
 def _taken_lines(contra: Finding | None, advice: Advice, k: Knowledge) -> list[str]:
     """The drugs being taken that the contraindication blocks: stop or hold them (rules §6.1);
     denosumab is never simply stopped."""
-    if contra is None or contra.stops_current:
-        return []  # its own action says what to do with the drug being taken
+    if contra is None or contra.stops_current or contra.start_only:
+        return []  # its own action says what to do with the drug being taken, or it bears on starts only
     words = k.treatment["taken"]
     out = []
     for m in advice.interp.active_therapies:
         if m.drug in contra.blocks:
-            text = words["denosumab"]["value"] if m.drug == "denosumab" else words["stop_or_hold"]["value"]
+            text = contra.taken or (words["denosumab"]["value"] if m.drug == "denosumab"
+                                    else words["stop_or_hold"]["value"])
             out.append(f"- **{m.display}** ({m.resource}) is being taken: {text}")
     return out
 
@@ -173,7 +174,7 @@ def management_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[st
         sugg = []
         if m.continue_drug:
             sugg.append(suggestion(f"Continue {_label(k, m.continue_drug)} (already active; no new order)", [],
-                                   recommended=m.kind in ("denosumab-overdue", "denosumab-due")))
+                                   recommended=m.kind in ("denosumab-overdue", "denosumab-due") and not m.held))
         for d in m.suggest:
             reg = k.treatment["regimens"][d]
             sugg.append(suggestion(_order_label(k, d),

@@ -33,6 +33,8 @@ class Finding:
     not_first: bool = False  # a drug it warns about is offered, never recommended first
     stops_current: bool = False  # a blocked drug being taken is to be stopped or handed over: never "continue"
     summary: str | None = None  # the treatment card's summary when it leaves no drug to offer
+    start_only: bool = False  # blocks starting a drug; says nothing of one being taken
+    taken: str | None = None  # what to say of a blocked drug being taken, instead of "stop or hold it"
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Management:
     guidelines: list[str]
     suggest: list[str] = field(default_factory=list)  # regimens offered as orders
     continue_drug: str | None = None  # a drug already active, offered only as "continue"
+    held: bool = False  # the next dose waits for a contraindication to be corrected: "continue" is not recommended
 
 
 @dataclass
@@ -146,8 +149,20 @@ class Evaluator:
         others = [x for x in (total, corrected) if x is not None]
         if ionized and all(ionized.date >= x.date - timedelta(days=pairing) for x in others):
             return ionized
+        return self.calcium_total
+
+    @cached_property
+    def calcium_total(self) -> Lab | None:
+        """Total calcium, albumin-corrected when that can be had, never lower than the measured value
+        (rules §6.4): the scale of calcium_high_normal."""
+        total = self.f.latest_lab("calcium")
+        corrected = self.f.latest_lab("calcium_corrected")
+        pairing = int(self.k.number("corrected_calcium_pairing_days"))
         if corrected and (total is None or corrected.date >= total.date):
-            return corrected
+            # a reported correction below a measured total of the same days would lower it: not used
+            if total is None or abs((corrected.date - total.date).days) > pairing or corrected.value >= total.value:
+                return corrected
+            return total
         albumin = self.f.latest_lab("albumin")
         ref = float(self.k.number("albumin_reference"))
         if total and albumin and abs((albumin.date - total.date).days) <= pairing and albumin.value < ref:
@@ -177,6 +192,10 @@ class Evaluator:
             computed = self._computed_egfr(creatinine)
             if computed is not None:
                 return computed
+        if chosen is None and recorded:
+            # a race-coded value was set aside for a creatinine that cannot be turned into an eGFR (sex
+            # or birth date not recorded): the recorded value is better than none
+            return max(recorded, key=lambda x: x.date)
         return chosen
 
     def _age_at(self, when: date) -> int | None:
@@ -328,7 +347,7 @@ class Evaluator:
         return ok, [f"sex recorded as {self.f.patient.sex}"] if ok else []
 
     def _pth_high_with_calcium_high_normal(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
-        pth, ca = self.f.latest_lab("pth"), self.lab("calcium")
+        pth, ca = self.f.latest_lab("pth"), self.calcium_total  # total scale, not an ionized value
         if pth is None or ca is None:
             return False, []
         ok = self.above_range(pth) and ca.value >= float(self.k.number("calcium_high_normal"))
@@ -367,12 +386,12 @@ _PREDICATES = {
 
 
 def may_be_pregnant(facts: Facts, k: Knowledge) -> bool:
-    """A woman under the T-score age (50) with no postmenopausal state recorded: an osteoporosis drug
+    """A woman under thresholds.yaml's pregnancy_check_age_below with no postmenopausal state recorded: an osteoporosis drug
     asks to exclude pregnancy first (rules §6.5; Prolia and Evenity labels)."""
     p = facts.patient
     if p.sex != "female" or p.birth_date is None:
         return False
-    if age_on(p.birth_date, facts.as_of) >= int(k.threshold("t_score_min_age")):
+    if age_on(p.birth_date, facts.as_of) >= int(k.threshold("pregnancy_check_age_below")):
         return False
     return not any(c.active for c in facts.conditions_of("postmenopausal"))
 
@@ -390,7 +409,8 @@ def findings(facts: Facts, k: Knowledge) -> list[Finding]:
                                list(c.get("blocks", [])), list(c.get("warns", [])),
                                safety_card=c.get("safety_card", True), indicator=c.get("indicator", "warning"),
                                always_card=c.get("always_card", False), not_first=c.get("not_first", False),
-                               stops_current=c.get("stops_current", False), summary=c.get("summary")))
+                               stops_current=c.get("stops_current", False), summary=c.get("summary"),
+                               start_only=c.get("start_only", False), taken=c.get("taken")))
     for c in k.treatment["secondary_causes"]:
         ok, evidence = ev.check(c["when"])
         if ok:
@@ -458,8 +478,8 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
     blocked = {d for f in found for d in f.blocks}
     # the drug being taken is checked too (rules §6.1): a contraindicated one is never "continue"; denosumab
     # is never simply stopped, so its dose reminders stay unless a finding hands it over (stops_current)
-    stopping = {d for f in found if f.kind == "contraindication" for d in f.blocks
-                if f.stops_current or d != "denosumab"}
+    stopping = {d for f in found if f.kind == "contraindication" and not f.start_only and not f.taken
+                for d in f.blocks if f.stops_current or d != "denosumab"}
     active_drugs = {m.drug for m in interp.active_therapies}
     n = k.number
 
@@ -484,14 +504,20 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
             months = months_between(last, facts.as_of)
             due = months_after(last, interval)
             line = f"Last denosumab dose {last.isoformat()} ({months:.1f} months ago); next dose due {due.isoformat()}."
+            # a contraindication to the next dose (low calcium, vitamin D): correct it first, then dose
+            holds = [f.message for f in found if f.kind == "contraindication" and "denosumab" in f.blocks]
             if months > overdue:
+                give = (f"Correct first: {'; '.join(holds)}; then give the dose without further delay." if holds
+                        else "Give the dose now.")
                 out.append(Management(
                     "denosumab-overdue", "critical",
-                    f"Denosumab dose overdue: last dose {months:.1f} months ago; give it now or start a bisphosphonate",
+                    f"Denosumab dose overdue: last dose {months:.1f} months ago; "
+                    + ("correct what blocks it, then give it or start a bisphosphonate" if holds
+                       else "give it now or start a bisphosphonate"),
                     [line, f"More than {overdue:g} months since the last dose: bone loss rebounds and multiple vertebral "
-                     "fractures can follow. Give the dose now. If denosumab is to end, start a bisphosphonate "
+                     f"fractures can follow. {give} If denosumab is to end, start a bisphosphonate "
                      "(zoledronic acid or alendronate) now; do not simply stop."],
-                    ["ES-2019", "LABELS"], suggest=follow_on, continue_drug="denosumab"))
+                    ["ES-2019", "LABELS"], suggest=follow_on, continue_drug="denosumab", held=bool(holds)))
             elif active:
                 out.append(Management(
                     "denosumab-due", "info", f"On denosumab: next dose due {due.isoformat()}; do not stop without a bisphosphonate",
@@ -507,12 +533,18 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
 
     # bisphosphonate duration: drug holiday or continue (ES-2019)
     low = interp.lowest_t
-    fracture_on = [f"fracture while on {m.label}: {f.display} ({f.when})" for f, m in interp.on_therapy]
+    antiresorptive = set(k.treatment["orders"]["antiresorptive_classes"])
+    # a subtrochanteric or femoral shaft fracture on an antiresorptive is reviewed for an atypical
+    # femoral fracture instead (rules §6.3): not "fracture on therapy", and no "continue" meanwhile
+    in_review = {m.drug for f, m in interp.on_therapy if f.aff_site and m.drug_class in antiresorptive}
+    fracture_on = [f"fracture while on {m.label}: {f.display} ({f.when})" for f, m in interp.on_therapy
+                   if not (f.aff_site and m.drug_class in antiresorptive)]
     for drug_class, years_key in (("oral_bisphosphonate", "oral_bisphosphonate_holiday_years"),
                                   ("iv_bisphosphonate", "iv_bisphosphonate_holiday_years")):
         meds = [m for m in facts.medications if m.drug_class == drug_class and m.start]
-        if not meds or not any(m.drug in active_drugs for m in meds) or any(m.drug in stopping for m in meds):
-            continue  # a bisphosphonate to be stopped (a safety card says why) is never "continue"
+        if not meds or not any(m.drug in active_drugs for m in meds) \
+                or any(m.drug in stopping or m.drug in in_review for m in meds):
+            continue  # a bisphosphonate to be stopped, or under review, is never "continue" (a card says why)
         start = min(m.start for m in meds)  # type: ignore[type-var]
         years = years_between(start, facts.as_of)
         limit = float(n(years_key))
@@ -625,8 +657,9 @@ def _fractures_on_therapy(interp: Interpretation, k: Knowledge, blocked: set[str
 def monitoring(interp: Interpretation, facts: Facts, k: Knowledge, plan: TreatmentPlan | None) -> tuple[list[Order], list[str]]:
     orders: list[Order] = []
     notes: list[str] = []
-    if interp.diagnosis not in k.care_diagnoses:
-        return orders, notes
+    fracture_dxa = _dxa_after_fracture(interp, facts, k)
+    if interp.diagnosis not in k.care_diagnoses and not fracture_dxa:
+        return orders, notes  # a fragility hip or vertebral fracture gets its DXA and work-up whatever the diagnosis
     for lab in missing_labs(facts, k, k.treatment["labs_for_workup"]):
         orders.append(Order(lab["loinc"], lab["display"],
                             f"no result in the last {k.threshold('lab_max_age_months')} months (secondary causes work-up)"))
@@ -646,7 +679,6 @@ def monitoring(interp: Interpretation, facts: Facts, k: Knowledge, plan: Treatme
             vfa = k.treatment["vfa"]
             orders.append(Order(vfa["loinc"], vfa["display"], reason))
     exam = interp.exam
-    fracture_dxa = _dxa_after_fracture(interp, facts, k)
     if fracture_dxa:
         dxa = k.treatment["repeat_dxa"]
         orders.append(Order(dxa["loinc"], dxa["display"], fracture_dxa))

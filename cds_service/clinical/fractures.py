@@ -204,10 +204,14 @@ def fracture_events(facts: Facts, k: Knowledge) -> list[FractureEvent]:
         dated = [e for e in events if e.date is not None]
         if r.encounter in ("initial", "not_stated") and r.date is not None:
             # the same fracture: a compatible site within the window of the event's first date; a record
-            # dated only "on or before" its recorded date joins an event on or before that date
-            match = next((e for e in dated if _compatible(r.site, r.detail, e) and
-                          (abs((r.date - e.date).days) <= window if r.certain else
-                           0 <= (r.date - e.date).days <= window)), None)
+            # dated only "on or before" its recorded date joins the latest compatible event on or before
+            # that date, however long before (a re-recording of a known fracture, not a new one)
+            if r.certain:
+                match = next((e for e in dated if _compatible(r.site, r.detail, e)
+                              and abs((r.date - e.date).days) <= window), None)
+            else:
+                match = max((e for e in dated if _compatible(r.site, r.detail, e) and e.date <= r.date),
+                            key=lambda e: e.date, default=None)
             _join(match, r) if match else new(r)
         elif r.encounter == "later":
             # a later encounter of a fracture on or before its date, never a new one

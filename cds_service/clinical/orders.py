@@ -122,7 +122,8 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
         issues += _contraindications(order, facts, interp, found, set(active), k)
         if may_be_pregnant(facts, k):
             issues.append(OrderIssue(order, "caution", "warning",
-                                     f"{order.label.capitalize()}: exclude pregnancy first (woman under 50)",
+                                     f"{order.label.capitalize()}: exclude pregnancy first (woman under "
+                                     f"{k.threshold('pregnancy_check_age_below')})",
                                      [k.treatment["cautions"]["pregnancy"]["value"]], ["LABELS"]))
         # duplicate therapy: the same drug already active, or two antiresorptives at once
         if order.drug in active:

@@ -73,6 +73,7 @@ THRESHOLDS = {
     "frax_hip_treat_percent": NUMBER,
     "frax_major_treat_percent": NUMBER,
     "lab_max_age_months": INT,  # also written into card text as it is
+    "pregnancy_check_age_below": INT,  # also written into card text as it is
     "result_future_tolerance_days": INT,
     "result_status_supersedes": STATUSES,
 }
@@ -134,6 +135,7 @@ CONTRACT: dict[str, dict[str, Kind]] = {
         "contraindications/*/safety_card?": FLAG, "contraindications/*/indicator?": TEXT,
         "contraindications/*/always_card?": FLAG, "contraindications/*/stops_current?": FLAG,
         "contraindications/*/not_first?": FLAG, "contraindications/*/summary?": TEXT,
+        "contraindications/*/start_only?": FLAG, "contraindications/*/taken?": TEXT,
         "secondary_causes/*/id": TEXT, "secondary_causes/*/when": MAPPING, "secondary_causes/*/title": TEXT,
         "secondary_causes/*/action": TEXT, "secondary_causes/*/source": TEXT, "secondary_causes/*/suggest?": TEXT,
         "care_diagnoses/value": TEXTS, "care_diagnoses/source": SOURCE,

@@ -65,3 +65,16 @@ def test_acute_kidney_injury_blocks_zoledronic_acid_and_stops_the_yearly_infusio
     assert "Continue zoledronic acid" not in json.dumps(cs)
     resolved = condition("N17.9", onset=months_ago(30), clinical="resolved")
     assert "acute-kidney-injury" not in ids(cards(*high(resolved))[0])
+
+
+def test_overdue_denosumab_with_low_calcium_says_correct_first_not_give_now(cards):
+    """Review finding: the critical overdue card said "Give the dose now" with calcium 7.6."""
+    from .test_advice import statement
+    a, cs = cards(*high(statement(DENOSUMAB, months_ago(8)), calcium=7.6))
+    [m] = [m for m in a.management if m.kind == "denosumab-overdue"]
+    assert "Correct first" in " ".join(m.lines) and "Give the dose now" not in " ".join(m.lines)
+    [card] = [c for c in cs if c["summary"].startswith("Denosumab dose overdue")]
+    cont = [s for s in card["suggestions"] if s["label"].startswith("Continue denosumab")]
+    assert cont and not cont[0].get("isRecommended")
+    a, _ = cards(*high(statement(DENOSUMAB, months_ago(8))))
+    assert "Give the dose now" in " ".join(next(m for m in a.management if m.kind == "denosumab-overdue").lines)

@@ -315,3 +315,27 @@ def test_femoral_shaft_fractures_are_events_with_their_side(knowledge, facts_of)
     f = facts_of(t_score(-2.6), cond("S72.301A", onset=day(100)), cond("S72.302A", onset=day(100)))
     i = interpret(f, knowledge)
     assert sorted(e.site_label for e in i.fractures) == ["femoral shaft (left)", "femoral shaft (right)"]
+
+
+def test_hip_fracture_in_a_man_of_45_without_dxa_gets_the_dxa_and_work_up(knowledge):
+    """Review finding: a man aged 45 (Z-score group: the fracture does not make a diagnosis) with a
+    fragility hip fracture and no DXA got no card at all; rules §6.3 ask for the DXA and the work-up."""
+    from cds_service.cards.advice import advice_cards
+    from cds_service.clinical.facts import FactBuilder
+    from .test_interpretation import AS_OF, born, patient
+    f = FactBuilder(knowledge).build(patient("male", born(45)), [cond("S72.001A", onset=day(30))], AS_OF)
+    a = advise(interpret(f, knowledge), f, knowledge)
+    loincs = {o.loinc for o in a.orders}
+    assert "38268-9" in loincs and {"17861-6", "2731-8"} <= loincs
+    assert any(c["source"]["topic"]["code"] == "monitoring" for c in advice_cards(a, f, knowledge))
+
+
+def test_an_undated_re_recording_of_an_old_fracture_is_not_a_new_recent_one(knowledge, facts_of):
+    """Review finding: a hip fracture of 2020 and the same code recorded years later without an onset
+    were two fractures, one "recent". An "on or before" record joins the known fracture before it."""
+    f = facts_of(t_score(-2.0), cond("S72.001A", onset=day(6 * 365)), cond("S72.001A", recorded=day(100)))
+    i = interpret(f, knowledge)
+    assert len(i.fractures) == 1 and len(i.fractures[0].records) == 2
+    assert not any("last 12 months" in r for r in i.risk_reasons)
+    f = facts_of(t_score(-2.0), cond("S72.001A", onset=day(6 * 365)), cond("S72.002A", recorded=day(100)))
+    assert len(interpret(f, knowledge).fractures) == 2  # the other hip: a second fracture

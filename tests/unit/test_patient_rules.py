@@ -82,7 +82,7 @@ def test_may_be_pregnant(knowledge, age, extra, expected):
 ], ids=["C79.51", "C79.52", "C40.20", "C41.2", "C90.00", "xgeva", "zometa"])
 def test_bone_malignancy_or_oncology_dose_hands_bone_care_to_oncology(cards, extra):
     a, cs = cards(*very_high(extra))
-    assert "oncology-leads" in ids(a)
+    assert ids(a) & {"oncology-leads", "oncology-dose-antiresorptive"}
     assert ANTIRESORPTIVES | {"teriparatide", "abaloparatide"} <= blocked(a)
     assert a.treatment is not None and a.treatment.offered == []
     [treat] = topic(cs, "treatment")
@@ -184,3 +184,29 @@ def test_older_mi_offers_romosozumab_only_with_its_caution_and_never_first(cards
 def test_without_an_mi_romosozumab_is_still_first_for_very_high_risk(run_advice):
     a = run_advice(*very_high())
     assert a.treatment.recommended == "romosozumab"
+
+
+def test_prolia_with_bone_metastases_alone_is_not_silently_stopped(cards):
+    """Review finding: with C79.51 and Prolia (no oncology dose) the denosumab reminders vanished and
+    nothing said to keep or hand it over. Oncology decides; denosumab is never stopped without a plan."""
+    a, cs = cards(*very_high(condition("C79.51"), med(DENOSUMAB, months_ago(3))))
+    assert "oncology-leads" in ids(a)
+    assert any(m.kind.startswith("denosumab") for m in a.management)  # its dose reminder stays
+    [card] = [c for c in topic(cs, "safety") if "oncology care leads" in c["detail"]]
+    assert "never stopped without a plan" in card["detail"] and "stop or hold it" not in card["detail"]
+
+
+def test_pth_independent_hypercalcaemia_blocks_starts_but_does_not_stop_alendronate(run_advice, cards):
+    from .test_advice import lab
+    a, cs = cards(*high(med(ALENDRONATE, months_ago(20)), calcium=11.6, pth=9))
+    assert "hypercalcaemia-pth-independent" in ids(a)
+    assert "stop or hold it" not in str(cs)
+
+
+def test_subtrochanteric_fracture_on_alendronate_is_reviewed_never_continue(cards):
+    """Review finding: S72.21XA on alendronate gave "Continue alendronate: fracture while on..." beside
+    the atypical-femoral-fracture review."""
+    a, cs = cards(*high(med(ALENDRONATE, months_ago(84)), condition("S72.21XA", onset=months_ago(2))))
+    assert "atypical-femoral-fracture-review" in kinds(a)
+    assert "continue-bisphosphonate" not in kinds(a) and "fracture-on-therapy" not in kinds(a)
+    assert "Continue alendronate" not in str(cs)

@@ -261,3 +261,31 @@ def test_high_calcium_on_teriparatide_is_first_the_drugs_effect(run):
     assert not {"hypercalcaemia-pth-independent", "hyperparathyroidism"} & found
     f = next(f for f in a.findings if f.id == "hypercalcaemia-on-pth-analogue")
     assert "at least 16 hours after a dose" in f.action
+
+
+# -- found in review ---------------------------------------------------------------------------------
+def test_an_ionized_calcium_does_not_hide_pth_mediated_hypercalcaemia(run):
+    """PTH 95 with total calcium 10.1 (high-normal on the total scale) blocks the PTH analogues; an
+    ionized calcium of 1.30 mmol/L (5.2 mg/dL, normal) must not lift that by being compared with 10.0."""
+    a = run(*very_high(calcium=10.1, pth=95))
+    assert {"teriparatide", "abaloparatide"} <= blocked(a)
+    a = run(*very_high(obs("1994-3", 1.30, "mmol/L", when=day(30)), calcium=10.1, pth=95))
+    assert {"teriparatide", "abaloparatide"} <= blocked(a)
+
+
+def test_a_reported_corrected_calcium_never_lowers_the_measured_one(knowledge):
+    """Total 10.6 (high) with albumin 4.8 and a lab-corrected 9.96: the high total is the one read."""
+    f = facts_of(knowledge, *high(obs("29265-6", 9.96, when=day(30)), obs("1751-7", 4.8, "g/dL", when=day(30)),
+                                  calcium=10.6))
+    assert Evaluator(f, knowledge).lab("calcium").value == 10.6
+    f = facts_of(knowledge, *high(obs("29265-6", 10.9, when=day(30)), calcium=10.6))  # a correction upwards
+    assert Evaluator(f, knowledge).lab("calcium").value == 10.9
+
+
+@pytest.mark.parametrize("sex", ["unknown", "other"])
+def test_a_race_coded_egfr_is_kept_when_creatinine_cannot_be_computed(knowledge, sex):
+    """eGFR 20 coded among blacks with a creatinine of 2.5 and sex not recorded as female or male:
+    CKD-EPI cannot run, so the recorded eGFR is read and alendronate stays contraindicated."""
+    f = facts_of(knowledge, obs("48643-1", 20, "mL/min/{1.73_m2}", when=day(20)), obs("2160-0", 2.5, when=day(20)),
+                 sex=sex)
+    assert Evaluator(f, knowledge).lab("kidney_function").value == 20
