@@ -339,3 +339,14 @@ def test_an_undated_re_recording_of_an_old_fracture_is_not_a_new_recent_one(know
     assert not any("last 12 months" in r for r in i.risk_reasons)
     f = facts_of(t_score(-2.0), cond("S72.001A", onset=day(6 * 365)), cond("S72.002A", recorded=day(100)))
     assert len(interpret(f, knowledge).fractures) == 2  # the other hip: a second fracture
+
+
+@pytest.mark.parametrize("initial, later", [("S32.010A", "S32.010D"), ("S52.501A", "S52.501G"),
+                                            ("S42.201A", "S42.201S"), ("S32.301A", "S32.301D")])
+def test_a_later_encounter_code_of_each_site_joins_its_fracture(knowledge, facts_of, initial, later):
+    """Review finding: the published site lists hold initial-encounter codes only, so S32.010D matched
+    no value set; the sites now include their ICD-10-CM categories with every 7th character."""
+    f = facts_of(t_score(-2.0), cond(initial, onset=day(200)), cond(later, recorded=day(120)))
+    events = interpret(f, knowledge).fractures
+    assert len(events) == 1 and len(events[0].records) == 2
+    assert f.ignored == []
