@@ -54,7 +54,7 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
         else:
             summary = f"{risk}, untreated: start {' or '.join(first or names[:2])}"
     else:
-        leads = next((f for fs in plan.not_offered.values() for f in fs if f.summary), None)
+        leads = plan.handed_over_by
         titles = {c["id"]: c["title"] for c in k.treatment["secondary_causes"]}
         blockers = dict.fromkeys(_lower(titles.get(f.id, f.message)) for fs in plan.not_offered.values() for f in fs)
         summary = f"{risk}: {leads.summary}" if leads else \
@@ -90,8 +90,7 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
         for d in plan.offered
     ]
     # a deliberate hand-over (oncology care leads, a drug complication) is not an untreated emergency
-    handed_over = not plan.offered and any(f.summary for fs in plan.not_offered.values() for f in fs)
-    indicator = "warning" if handed_over else "critical" if plan.level == "very_high" else "warning"
+    indicator = "warning" if plan.handed_over_by else "critical" if plan.level == "very_high" else "warning"
     guidelines = plan.guidelines + (["LABELS"] if plan.not_offered or plan.warnings else [])
     return card(k, topic="treatment", indicator=indicator, summary=summary,
                 detail="\n".join(lines) + data_notes(facts), guidelines=guidelines,
@@ -108,8 +107,7 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
         if f.kind == "contraindication" and not relevant_treatment:
             continue
         plan = advice.treatment
-        if f.summary and not f.always_card and plan is not None and not plan.offered \
-                and any(f in fs for fs in plan.not_offered.values()):
+        if f.summary and plan is not None and not plan.offered and any(f in fs for fs in plan.not_offered.values()):
             continue  # the treatment card says it, in its summary: one card
         taken = not f.start_only and any(m.drug in f.blocks for m in advice.interp.active_therapies)
         if f.kind == "contraindication" and not f.warns and advice.treatment is None and not taken:

@@ -48,6 +48,14 @@ class TreatmentPlan:
     guidelines: list[str]
     labs_to_check: list[str]
 
+    @property
+    def handed_over_by(self) -> Finding | None:
+        """Nothing is offered and a blocking finding says why in its own summary (oncology care leads,
+        a drug complication): a deliberate hand-over, not an untreated emergency."""
+        if self.offered:
+            return None
+        return next((f for fs in self.not_offered.values() for f in fs if f.summary), None)
+
 
 @dataclass
 class Management:
