@@ -69,3 +69,13 @@ def scenario_request(knowledge) -> Callable[..., dict[str, Any]]:
 def post_hook(client, body: Any, url: str = SERVICE_URL, **kw):
     data = body if isinstance(body, (str, bytes)) else json.dumps(body)
     return client.post(url, data=data, content_type=kw.pop("content_type", "application/json"), **kw)
+
+
+def hook_cards(client, validator, body: Any, url: str = SERVICE_URL) -> list[dict[str, Any]]:
+    """POST a hook request that must succeed: 200, a response valid against the CDS Hooks schema; its cards."""
+    r = post_hook(client, body, url)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    payload = r.get_json()
+    errors = list(validator.iter_errors(payload))
+    assert not errors, errors[0].message
+    return payload["cards"]

@@ -10,7 +10,7 @@ import pytest
 from cds_service.cli import bundle_to_request
 from cds_service.services.patient_view import prefetch_templates
 from fhir_samples.scenarios import ICD, Builder, Scenario
-from tests.conftest import post_hook
+from tests.conftest import hook_cards
 from tests.scenarios.test_scenarios import ordered_drugs, service_requests, text, topic
 
 SNOMED = "http://snomed.info/sct"
@@ -52,12 +52,7 @@ def hook(client, knowledge, response_validator) -> Callable[..., list[dict]]:
         request = bundle_to_request(b.bundle(), None, templates, "patient-view")
         for enc in encounters or []:  # Condition?patient=..&_include=Condition:encounter
             request["prefetch"]["conditions"]["entry"].append({"resource": enc, "search": {"mode": "include"}})
-        r = post_hook(client, request)
-        assert r.status_code == 200, r.get_data(as_text=True)
-        body = r.get_json()
-        errors = list(response_validator.iter_errors(body))
-        assert not errors, errors[0].message
-        return body["cards"]
+        return hook_cards(client, response_validator, request)
     return call
 
 

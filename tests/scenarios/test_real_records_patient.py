@@ -13,7 +13,7 @@ import pytest
 
 from cds_service.cli import bundle_to_request
 from cds_service.services.patient_view import prefetch_templates
-from tests.conftest import post_hook
+from tests.conftest import hook_cards
 
 TODAY = date.today()
 ICD_OID = "urn:oid:2.16.840.1.113883.6.90"
@@ -70,11 +70,7 @@ def cards_of(client, knowledge, response_validator):
     templates = prefetch_templates(knowledge)
 
     def call(bundle: dict[str, Any]) -> list[dict[str, Any]]:
-        r = post_hook(client, bundle_to_request(bundle, None, templates, "patient-view"))
-        assert r.status_code == 200, r.get_data(as_text=True)
-        body = r.get_json()
-        assert not list(response_validator.iter_errors(body))
-        return body["cards"]
+        return hook_cards(client, response_validator, bundle_to_request(bundle, None, templates, "patient-view"))
     return call
 
 

@@ -14,7 +14,7 @@ import pytest
 from cds_service.cli import bundle_to_request
 from cds_service.services.patient_view import prefetch_templates
 from fhir_samples.scenarios import LOINC, UCUM, Builder, Scenario
-from tests.conftest import post_hook
+from tests.conftest import hook_cards
 from tests.scenarios.test_scenarios import ordered_drugs, text, topic
 
 TODAY = date.today()
@@ -35,11 +35,7 @@ def last(b: Builder) -> dict:
 def run(client, knowledge, response_validator):
     def call(b: Builder) -> list[dict]:
         req = bundle_to_request(b.bundle(), None, prefetch_templates(knowledge), "patient-view")
-        r = post_hook(client, req)
-        assert r.status_code == 200, r.get_data(as_text=True)
-        body = r.get_json()
-        assert not list(response_validator.iter_errors(body))
-        return body["cards"]
+        return hook_cards(client, response_validator, req)
     return call
 
 

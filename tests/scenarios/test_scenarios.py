@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import post_hook
+from tests.conftest import hook_cards
 from fhir_samples import scenarios
 
 DRUGS = ("romosozumab", "teriparatide", "abaloparatide", "alendronate", "risedronate", "ibandronate",
@@ -56,12 +56,7 @@ def text(cards: list[dict]) -> str:
 @pytest.fixture()
 def run(client, scenario_request, response_validator):
     def call(number: int) -> list[dict]:
-        r = post_hook(client, scenario_request(number))
-        assert r.status_code == 200, r.get_data(as_text=True)
-        body = r.get_json()
-        errors = list(response_validator.iter_errors(body))
-        assert not errors, errors[0].message
-        return body["cards"]
+        return hook_cards(client, response_validator, scenario_request(number))
     return call
 
 
