@@ -47,19 +47,25 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
     risk = "Very high fracture risk" if plan.level == "very_high" else (
         "Osteoporosis" if advice.interp.diagnosis == "osteoporosis" else "Low bone mass with high FRAX")
     names = [_label(k, d) for d in plan.offered]
+    untreated = "previously treated, none now" if plan.history else "untreated"
     if plan.offered:
         first = [n for d, n in zip(plan.offered, names) if d in k.treatment["options"][plan.level]["first"]]
         if plan.level == "very_high" and first:
-            summary = f"{risk}, untreated: anabolic therapy first ({', '.join(first)})"
+            summary = f"{risk}, {untreated}: anabolic therapy first ({', '.join(first)})"
         else:
-            summary = f"{risk}, untreated: start {' or '.join(first or names[:2])}"
+            summary = f"{risk}, {untreated}: start {' or '.join(first or names[:2])}"
     else:
         leads = plan.handed_over_by
         titles = {c["id"]: c["title"] for c in k.treatment["secondary_causes"]}
         blockers = dict.fromkeys(_lower(titles.get(f.id, f.message)) for fs in plan.not_offered.values() for f in fs)
         summary = f"{risk}: {leads.summary}" if leads else \
-            f"{risk}, untreated: no drug can start yet; first correct {' and '.join(blockers)}"
-    lines = [f"**{risk}, no osteoporosis therapy recorded.** Pharmacological treatment is indicated.", ""]
+            f"{risk}, {untreated}: no drug can start yet; first correct {' and '.join(blockers)}"
+    if plan.history:
+        lines = [f"**{risk}, no current osteoporosis therapy.** Pharmacological treatment is indicated.", "",
+                 "**Previously treated** (rules §6.1: from the orders, statements, fills and administrations on record)",
+                 ""] + [f"- {h}" for h in plan.history] + [""]
+    else:
+        lines = [f"**{risk}, no osteoporosis therapy recorded.** Pharmacological treatment is indicated.", ""]
     lines += ["**Based on**", ""] + _basis(advice)
     if plan.offered:
         lines += ["", "**Options** (one to choose)", ""]
@@ -69,10 +75,15 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
             lines.append(f"- **{_label(k, d)}**: {reg['text']}{tag}")
             for f in plan.warnings.get(d, []):
                 lines.append(f"  - ⚠ {f.message}. {f.action}")
-    if plan.not_offered:
+            for note in plan.course_notes.get(d, []):
+                lines.append(f"  - History: {note}")
+    if plan.not_offered or plan.never_offer:
         lines += ["", "**Not offered**", ""]
         for d, fs in plan.not_offered.items():
             lines.append(f"- {_label(k, d)}: {_why(fs)}")
+        for d, why in plan.never_offer.items():
+            if d not in plan.not_offered:
+                lines.append(f"- {_label(k, d)}: {why}")
     lines += ["", "**Guidelines**", "", plan.note]
     if "denosumab" in plan.offered:
         lines += ["", "Denosumab is a long-term commitment: never stop it or delay a dose beyond "
@@ -170,7 +181,13 @@ def management_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[st
     for m in advice.management:
         lines = [f"**{m.summary}**", ""] + [f"- {x}" for x in m.lines]
         sugg = []
-        if m.continue_drug:
+        if m.continue_drug and m.dose_order:
+            reg = k.treatment["regimens"][m.continue_drug]
+            sugg.append(suggestion(f"Continue {_label(k, m.continue_drug)}: order the dose that is due",
+                                   [{"type": "create", "description": f"Draft order: {reg['text']}",
+                                     "resource": medication_request(k, m.continue_drug, pid, m.summary)}],
+                                   recommended=not m.held))
+        elif m.continue_drug:
             sugg.append(suggestion(f"Continue {_label(k, m.continue_drug)} (already active; no new order)", [],
                                    recommended=m.kind in ("denosumab-overdue", "denosumab-due") and not m.held))
         for d in m.suggest:

@@ -51,7 +51,9 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge) -> d
     if d == "osteoporosis":
         risk = RISK_TEXT[interp.risk or "high"]
         where = f": T-score {fmt(low.value)} at {_where(low)}" if low else ""
-        state = f"on {therapy}" if treated else "no osteoporosis therapy"
+        previous = ", ".join(sorted({t.label for t in interp.previous_therapies}))
+        state = f"on {therapy}" if treated else (f"previously treated ({previous}), none now" if previous
+                                                 else "no osteoporosis therapy")
         defining = [f for f in interp.fractures if f.site in ("hip", "vertebral")]
         by_fracture = f" (fracture-defined: {defining[0].site} fragility fracture)" \
             if defining and interp.who_class != "osteoporosis" else ""
@@ -105,9 +107,15 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge) -> d
         parts += ["", f"The current lowest T-score ({fmt(low.value)}) is better, but a diagnosis of osteoporosis "
                   "persists (AACE-2020)."]
     if treated:
-        parts += ["", "**Current osteoporosis therapy**", ""] + [
-            f"- {m.display} ({m.resource}, {m.status}{', since ' + m.start.isoformat() if m.start else ''})"
-            for m in interp.active_therapies]
+        parts += ["", "**Current osteoporosis therapy**", ""] + [f"- {t.describe()}" for t in interp.active_therapies]
+    if interp.previous_therapies:
+        parts += ["", "**Previously treated**", ""] + [
+            f"- previously treated: {t.period_text()} (ended {t.ended.isoformat() if t.ended else 'date unknown'}; "
+            f"{t.describe()})" for t in interp.previous_therapies]
+    if interp.glucocorticoids:
+        parts += ["", "**Long-term systemic glucocorticoids** (ACR 2022: glucocorticoid-induced osteoporosis; they "
+                  "lower the treatment threshold, and are very high risk only with a fracture on them or a very high "
+                  "dose)", ""] + [f"- {g}" for g in interp.glucocorticoids]
     if interp.exam:
         parts += ["", f"**DXA exam of {interp.exam.date.isoformat()}** (all sites within "
                   f"{k.threshold('exam_window_days')} days)", ""]

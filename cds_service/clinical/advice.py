@@ -11,7 +11,8 @@ from functools import cached_property
 from typing import Any
 
 from ..knowledge import Knowledge
-from .facts import Facts, Lab, MedicationFact, age_on, months_after, months_between, years_between
+from .facts import Facts, Lab, age_on, months_between
+from .therapy_rules import TherapyState, manage_therapies, therapy_state
 from .interpretation import Interpretation, fmt
 
 
@@ -47,6 +48,9 @@ class TreatmentPlan:
     note: str
     guidelines: list[str]
     labs_to_check: list[str]
+    history: list[str] = field(default_factory=list)  # previously treated: what and when (rules §6.1)
+    course_notes: dict[str, list[str]] = field(default_factory=dict)  # drug → what its history says of a new course
+    never_offer: dict[str, str] = field(default_factory=dict)  # drug → why it is not offered again
 
     @property
     def handed_over_by(self) -> Finding | None:
@@ -68,6 +72,8 @@ class Management:
     suggest: list[str] = field(default_factory=list)  # regimens offered as orders
     continue_drug: str | None = None  # a drug already active, offered only as "continue"
     held: bool = False  # the next dose waits for a contraindication to be corrected: "continue" is not recommended
+    dose_order: bool = False  # with "continue", a draft order for the dose that is due (rules §6.1)
+    lab_loinc: str | None = None  # a lab to order before the next dose (creatinine before an IV bisphosphonate)
 
 
 @dataclass
@@ -288,8 +294,9 @@ class Evaluator:
         return not self.check(value)[0], []
 
     def _on_therapy(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
-        found = [m for m in self.f.medications if m.drug in value and m.status == "active"]
-        return bool(found), [f"on {m.display} ({m.resource})" for m in found]
+        """These drugs cover the patient now (rules §6.1: any of the four record types)."""
+        found = [t for d, t in self.f.therapies.items() if d in value and t.on_therapy]
+        return bool(found), [f"on {t.describe()}" for t in found]
 
     def _lab_missing(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
         return self.lab(value) is None, []
@@ -343,9 +350,9 @@ class Evaluator:
         return bool(found), [f"{c.display} ({c.code}) on {c.onset.isoformat()} ({c.resource})" for c in found]
 
     def _medication_class(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
-        """An active order or statement of these drug classes."""
-        found = [m for m in self.f.medications if m.drug_class in value and m.status == "active"]
-        return bool(found), [f"{m.display} ({m.resource}, {m.status})" for m in found]
+        """A drug of these classes covers the patient now."""
+        found = [t for t in self.f.therapies.values() if t.drug_class in value and t.on_therapy]
+        return bool(found), [t.describe() for t in found]
 
     def _after_drug(self, when: dict[str, Any], value: Any) -> tuple[bool, list[str]]:
         return self._condition_after_drug(value["conditions"], value["classes"])
@@ -364,10 +371,10 @@ class Evaluator:
     def _condition_after_drug(self, concepts: list[str], classes: list[str]) -> tuple[bool, list[str]]:
         """A condition on or after exposure to a drug of ``classes``: its date on or after the first
         record of the drug; an undated condition or drug counts (the cautious reading)."""
-        meds = [m for m in self.f.medications if m.drug_class in classes]
+        meds = [t for t in self.f.therapies.values() if t.drug_class in classes]
         if not meds:
             return False, []
-        starts = [m.start for m in meds if m.start]
+        starts = [t.first for t in meds if t.first]
         first = min(starts) if len(starts) == len(meds) else None
         found = [c for concept in concepts for c in self.f.conditions_of(concept)
                  if first is None or c.onset is None or c.onset >= first]
@@ -375,8 +382,7 @@ class Evaluator:
             return False, []
         evidence = [f"{c.display} ({c.code}" + (f", {c.onset.isoformat()}" if c.onset else ", date not recorded")
                     + f", {c.resource})" for c in found]
-        evidence += [f"{m.display} ({m.resource}, {m.status}" + (f", since {m.start.isoformat()}" if m.start else "")
-                     + ")" for m in meds]
+        evidence += [t.describe() for t in meds]
         return True, evidence
 
 
@@ -441,9 +447,11 @@ def missing_labs(facts: Facts, k: Knowledge, entries: list[dict[str, Any]]) -> l
     return missing
 
 
-def plan_treatment(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding]) -> TreatmentPlan | None:
-    if interp.treated or not interp.treatment_indicated:
-        return None
+def plan_treatment(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding],
+                   state: TherapyState | None = None) -> TreatmentPlan | None:
+    state = state or TherapyState()
+    if interp.treated or not interp.treatment_indicated or state.suppress_plan:
+        return None  # on therapy, or a therapy-management card says what to do (a holiday, a hand-over)
     level = "very_high" if interp.risk == "very_high" else "high"
     opt = k.treatment["options"][level]
     blocked: dict[str, list[Finding]] = {}
@@ -457,7 +465,7 @@ def plan_treatment(interp: Interpretation, facts: Facts, k: Knowledge, found: li
     when_blocked = opt.get("alternatives_when_blocked")
     if not when_blocked or any(d in blocked for d in when_blocked):
         candidates += opt["alternatives"]
-    offered = [d for d in candidates if d not in blocked]
+    offered = [d for d in candidates if d not in blocked and d not in state.never_offer]
     not_offered = {d: blocked[d] for d in candidates if d in blocked}
     # a drug offered only with a caution that says so is never the recommended one
     not_first = {d for d in offered for f in warned.get(d, []) if f.not_first}
@@ -466,152 +474,25 @@ def plan_treatment(interp: Interpretation, facts: Facts, k: Knowledge, found: li
     labs_to_check = [lab["display"] for lab in
                      missing_labs(facts, k, k.treatment["orders"]["labs_before_first_dose"])]
     return TreatmentPlan(level, offered, recommended, not_offered, {d: warned[d] for d in offered if d in warned},
-                         opt["note"], list(opt["guidelines"]), labs_to_check)
+                         opt["note"], list(opt["guidelines"]), labs_to_check, list(state.history),
+                         {d: v for d, v in state.course_notes.items() if d in offered},
+                         {d: v for d, v in state.never_offer.items() if d in candidates})
 
 
-def _dates(meds: list[MedicationFact]) -> list[date]:
-    out = []
-    for m in meds:
-        if m.last_dose:
-            out.append(m.last_dose)
-    return out
-
-
-def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding]) -> list[Management]:
-    out: list[Management] = []
-    by_drug: dict[str, list[MedicationFact]] = {}
-    for m in facts.medications:
-        if m.drug_class in k.therapy_classes:
-            by_drug.setdefault(m.drug, []).append(m)
+def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding],
+           state: TherapyState | None = None) -> list[Management]:
+    state = state if state is not None else therapy_state(interp, facts, k)
     blocked = {d for f in found for d in f.blocks}
     # the drug being taken is checked too (rules §6.1): a contraindicated one is never "continue"; denosumab
     # is never simply stopped, so its dose reminders stay unless a finding hands it over (stops_current)
     stopping = {d for f in found if f.kind == "contraindication" and not f.start_only and not f.taken
                 for d in f.blocks if f.stops_current or d != "denosumab"}
     active_drugs = {m.drug for m in interp.active_therapies}
-    n = k.number
-
-    # denosumab: dose timing, and never stopping without a follow-on bisphosphonate
-    dmab = by_drug.get("denosumab", [])
-    if dmab and "denosumab" not in stopping:  # else a safety card gives the specialist plan (no "continue")
-        last = max(_dates(dmab), default=None)
-        active = any(m.status == "active" for m in dmab)
-        follow_on_classes = k.treatment["orders"]["follow_on_classes"]
-        bisphos_after = [m for m in facts.medications if m.drug_class in follow_on_classes
-                         and m.start and last and m.start >= last]
-        interval, overdue = float(n("denosumab_interval_months")), float(n("denosumab_overdue_months"))
-        follow_on = [d for d in k.management("after_denosumab") if d not in blocked]
-        if last is None and active:
-            out.append(Management(
-                "denosumab-unknown-last-dose", "warning",
-                f"On denosumab, but the date of the last dose is not recorded: confirm it (due every {interval:g} months)",
-                [f"Denosumab must be given every {interval:g} months; a dose more than {overdue:g} months late risks "
-                 "rebound vertebral fractures. Do not stop it without a follow-on bisphosphonate."],
-                ["ES-2019", "LABELS"], continue_drug="denosumab"))
-        elif last is not None and not bisphos_after:
-            months = months_between(last, facts.as_of)
-            due = months_after(last, interval)
-            line = f"Last denosumab dose {last.isoformat()} ({months:.1f} months ago); next dose due {due.isoformat()}."
-            # a contraindication to the next dose (low calcium, vitamin D): correct it first, then dose
-            holds = [f.message for f in found if f.kind == "contraindication" and "denosumab" in f.blocks]
-            if months > overdue:
-                give = (f"Correct first: {'; '.join(holds)}; then give the dose without further delay." if holds
-                        else "Give the dose now.")
-                out.append(Management(
-                    "denosumab-overdue", "critical",
-                    f"Denosumab dose overdue: last dose {months:.1f} months ago; "
-                    + ("correct what blocks it, then give it or start a bisphosphonate" if holds
-                       else "give it now or start a bisphosphonate"),
-                    [line, f"More than {overdue:g} months since the last dose: bone loss rebounds and multiple vertebral "
-                     f"fractures can follow. {give} If denosumab is to end, start a bisphosphonate "
-                     "(zoledronic acid or alendronate) now; do not simply stop."],
-                    ["ES-2019", "LABELS"], suggest=follow_on, continue_drug="denosumab", held=bool(holds)))
-            elif active:
-                out.append(Management(
-                    "denosumab-due", "info", f"On denosumab: next dose due {due.isoformat()}; do not stop without a bisphosphonate",
-                    [line, "Do not stop or delay denosumab without a follow-on bisphosphonate (rebound vertebral fractures)."],
-                    ["ES-2019", "LABELS"], continue_drug="denosumab"))
-            else:
-                out.append(Management(
-                    "denosumab-stopping", "warning",
-                    "Denosumab course ended with no follow-on bisphosphonate: start one before the rebound",
-                    [line, "Denosumab is no longer active and no bisphosphonate has been started since the last dose; "
-                     "start zoledronic acid or alendronate around the time the next dose would have been due."],
-                    ["ES-2019", "LABELS"], suggest=follow_on))
-
-    # bisphosphonate duration: drug holiday or continue (ES-2019)
-    low = interp.lowest_t
     antiresorptive = set(k.treatment["orders"]["antiresorptive_classes"])
     # a subtrochanteric or femoral shaft fracture on an antiresorptive is reviewed for an atypical
     # femoral fracture instead (rules §6.3): not "fracture on therapy", and no "continue" meanwhile
     in_review = {m.drug for f, m in interp.on_therapy if f.aff_site and m.drug_class in antiresorptive}
-    fracture_on = [f"fracture while on {m.label}: {f.display} ({f.when})" for f, m in interp.on_therapy
-                   if not (f.aff_site and m.drug_class in antiresorptive)]
-    for drug_class, years_key in (("oral_bisphosphonate", "oral_bisphosphonate_holiday_years"),
-                                  ("iv_bisphosphonate", "iv_bisphosphonate_holiday_years")):
-        meds = [m for m in facts.medications if m.drug_class == drug_class and m.start]
-        if not meds or not any(m.drug in active_drugs for m in meds) \
-                or any(m.drug in stopping or m.drug in in_review for m in meds):
-            continue  # a bisphosphonate to be stopped, or under review, is never "continue" (a card says why)
-        start = min(m.start for m in meds)  # type: ignore[type-var]
-        years = years_between(start, facts.as_of)
-        limit = float(n(years_key))
-        if years < limit:
-            continue
-        names = ", ".join(sorted({m.label for m in meds}))
-        head = f"{names} for {years:.1f} years (since {start.isoformat()})"
-        t_cut = float(k.threshold("t_score_osteoporosis_max"))
-        if low is not None and low.value > t_cut and not fracture_on and interp.risk != "very_high":
-            out.append(Management(
-                "drug-holiday", "info",
-                f"Consider a bisphosphonate drug holiday: {names} ≥ {limit:g} years, T-score {fmt(low.value)}, no fracture on therapy",
-                [head + ".", f"Lowest current T-score {fmt(low.value)} at the {low.site_label} ({low.date.isoformat()}) "
-                 f"is above {fmt(t_cut)} and no fracture on therapy is recorded: consider a drug holiday and reassess "
-                 f"fracture risk and bone density in {n('holiday_reassess')}."],
-                ["ES-2019"]))
-        else:
-            why = []
-            if low is not None and low.value <= t_cut:
-                why.append(f"T-score {fmt(low.value)} is still at or below {fmt(t_cut)}")
-            if fracture_on:
-                why += fracture_on
-            if interp.risk == "very_high" and not why:
-                why.append("fracture risk is very high")
-            if low is None and not why:
-                why.append("no current T-score to judge by")
-            out.append(Management(
-                "continue-bisphosphonate", "info",
-                f"Continue {names}: {'; '.join(why)}"[:139],
-                [head + ".", "A drug holiday is not advised: " + "; ".join(why) + " (ES-2019)."],
-                ["ES-2019"], continue_drug=meds[0].drug))
-
-    # anabolic courses complete: transition to an antiresorptive
-    antiresorptives = [d for d in k.management("after_anabolic") if d not in blocked]
-    pth = [m for m in facts.medications if m.drug_class == "anabolic_pth" and m.start]
-    if pth and any(m.drug in active_drugs for m in pth):
-        start = min(m.start for m in pth)  # type: ignore[type-var]
-        months = months_between(start, facts.as_of)
-        if months >= float(n("pth_analog_max_months")):
-            out.append(Management(
-                "anabolic-complete", "warning",
-                f"Teriparatide/abaloparatide for {months:.0f} months: course complete, transition to an antiresorptive",
-                [f"Started {start.isoformat()}; the lifetime limit is {n('pth_analog_max_months')} months cumulative. "
-                 "Follow with an antiresorptive without a gap to keep the gain."],
-                ["AACE-2020", "LABELS"], suggest=antiresorptives))
-    romo = by_drug.get("romosozumab", [])
-    if romo and any(m.status == "active" for m in romo):
-        doses = len([m for m in romo if m.last_dose])
-        start = min((m.start for m in romo if m.start), default=None)
-        months = months_between(start, facts.as_of) if start else 0
-        limit = int(n("romosozumab_max_doses"))
-        if doses >= limit or months >= limit:
-            out.append(Management(
-                "anabolic-complete", "warning",
-                f"Romosozumab course complete ({limit} monthly doses): transition to an antiresorptive",
-                [f"{doses} doses recorded{', started ' + start.isoformat() if start else ''}; romosozumab is given for "
-                 f"{limit} doses, then an antiresorptive."],
-                ["AACE-2020", "LABELS"], suggest=antiresorptives))
-
+    out = manage_therapies(interp, facts, k, found, state, stopping, blocked, in_review)
     out += _fractures_on_therapy(interp, k, blocked, active_drugs)
     return out
 
@@ -740,7 +621,12 @@ def supportive(interp: Interpretation, facts: Facts, k: Knowledge, plan: Treatme
 
 def advise(interp: Interpretation, facts: Facts, k: Knowledge) -> Advice:
     found = findings(facts, k)
-    plan = plan_treatment(interp, facts, k, found)
+    state = therapy_state(interp, facts, k)
+    management = manage(interp, facts, k, found, state)  # first: it says when no new treatment is offered
+    plan = plan_treatment(interp, facts, k, found, state)
     orders, notes = monitoring(interp, facts, k, plan)
-    return Advice(interp, found, plan, manage(interp, facts, k, found), orders, notes,
-                  supportive(interp, facts, k, plan))
+    for m in management:  # a lab a therapy rule asks for before the next dose (creatinine before IV doses)
+        if m.lab_loinc and all(o.loinc != m.lab_loinc for o in orders):
+            lab = next(x for x in k.treatment["labs_for_workup"] if x["loinc"] == m.lab_loinc)
+            orders.append(Order(m.lab_loinc, lab["display"], m.summary))
+    return Advice(interp, found, plan, management, orders, notes, supportive(interp, facts, k, plan))

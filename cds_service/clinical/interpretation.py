@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from ..knowledge import Knowledge
-from .facts import Facts, Frax, MedicationFact, Score, age_on, months_between
+from .facts import Facts, Frax, GlucocorticoidCourse, Score, Therapy, age_on, months_between
 from .fractures import FractureEvent, fracture_events
 
 SITE_ORDER = ("lumbar_spine", "total_hip", "femoral_neck", "radius_33", "not_stated")
@@ -44,13 +44,15 @@ class Interpretation:
     basis: list[str] = field(default_factory=list)
     risk: str | None = None  # very_high | high | frax_high | frax_low | frax_needed
     risk_reasons: list[str] = field(default_factory=list)
-    active_therapies: list[MedicationFact] = field(default_factory=list)
+    active_therapies: list[Therapy] = field(default_factory=list)  # osteoporosis drugs covering the patient now
+    previous_therapies: list[Therapy] = field(default_factory=list)  # osteoporosis drugs whose exposure ended
     fractures: list[FractureEvent] = field(default_factory=list)  # fragility fractures, counted (rules §6.3)
     fractures_not_counted: list[FractureEvent] = field(default_factory=list)
     # fragility fractures while an osteoporosis drug covered the patient, with the drug
-    on_therapy: list[tuple[FractureEvent, MedicationFact]] = field(default_factory=list)
+    on_therapy: list[tuple[FractureEvent, Therapy]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    glucocorticoids: list[str] = field(default_factory=list)
+    glucocorticoids: list[str] = field(default_factory=list)  # long-term systemic use, in words (rules §6.1)
+    glucocorticoid_courses: list[GlucocorticoidCourse] = field(default_factory=list)
 
     @property
     def osteoporosis(self) -> bool:
@@ -95,8 +97,14 @@ def current_exam(facts: Facts, k: Knowledge) -> Exam | None:
     return Exam(latest, sorted(best.values(), key=lambda s: (s.kind, s.site, s.laterality or "")))
 
 
-def active_therapies(facts: Facts, k: Knowledge) -> list[MedicationFact]:
-    return [m for m in facts.medications if m.drug_class in k.therapy_classes and m.status == "active"]
+def active_therapies(facts: Facts, k: Knowledge) -> list[Therapy]:
+    """Osteoporosis drugs that cover the patient today (rules §6.1: a dose's cover, a supply, or an
+    order or statement in force)."""
+    return [t for t in facts.therapies.values() if t.drug_class in k.therapy_classes and t.on_therapy]
+
+
+def previous_therapies(facts: Facts, k: Knowledge) -> list[Therapy]:
+    return [t for t in facts.therapies.values() if t.drug_class in k.therapy_classes and t.previously_treated]
 
 
 def _uses_t_score(facts: Facts, k: Knowledge, age: int, sex: str) -> tuple[bool, str]:
@@ -120,27 +128,29 @@ def _uses_t_score(facts: Facts, k: Knowledge, age: int, sex: str) -> tuple[bool,
     return False, f"patient aged {age}, under {min_age}, sex not recorded as female or male"
 
 
-def _glucocorticoid_use(facts: Facts, k: Knowledge) -> list[str]:
-    found = [f"{c.display} ({c.code})" for c in facts.conditions_of("long_term_glucocorticoids") if c.active]
-    min_days = int(k.threshold("long_term_glucocorticoid_days"))
-    for m in facts.medications:
-        if m.drug_class == "glucocorticoid" and m.status == "active" and m.start and \
-                (facts.as_of - m.start).days >= min_days:
-            found.append(f"{m.display} since {m.start.isoformat()}")
-    return found
+def _glucocorticoid_use(facts: Facts, k: Knowledge) -> tuple[list[str], list[GlucocorticoidCourse]]:
+    """Long-term systemic glucocorticoids (rules §6.1, ACR 2022): Z79.52 as stated, and courses read
+    from the medication records that are in use or ended within the last year."""
+    found = [f"{c.display} ({c.code}, {c.resource})" for c in facts.conditions_of("long_term_glucocorticoids")
+             if c.active]
+    months = float(k.threshold("recent_fracture_months"))
+    courses = [c for c in (facts.glucocorticoid or []) if c.current or months_between(c.end, facts.as_of) <= months]
+    found += [c.text for c in courses]
+    return found, list(facts.glucocorticoid or [])
 
 
-def _fracture_on_therapy(fracture: FractureEvent, facts: Facts, k: Knowledge) -> MedicationFact | None:
-    """The drug that covered the patient on the fracture's date (its start before it): a fracture of
-    certain date only; one known only as "on or before" a date may have come before the drug."""
+def _fracture_on_therapy(fracture: FractureEvent, facts: Facts, k: Knowledge) -> Therapy | None:
+    """The drug that covered the patient on the fracture's date (exposure begun before it): a fracture
+    of certain date only; one known only as "on or before" a date may have come before the drug. A
+    fracture in a gap (a drug holiday) is not on therapy (rules §6.3)."""
     if fracture.date is None or not fracture.certain or fracture.history:
         return None
-    for m in facts.medications:
-        if m.drug_class not in k.therapy_classes or m.start is None:
+    day = fracture.date
+    for t in facts.therapies.values():
+        if t.drug_class not in k.therapy_classes or t.first is None or t.first >= day:
             continue
-        ended = m.end or (m.last_dose if m.status == "completed" else None)
-        if m.start < fracture.date and (m.status == "active" or (ended and fracture.date <= ended)):
-            return m
+        if any(s <= day <= e for s, e in t.spans) or any(r.start and r.start < day for r in t.current):
+            return t
     return None
 
 
@@ -155,7 +165,8 @@ def interpret(facts: Facts, k: Knowledge) -> Interpretation:
     events = fracture_events(facts, k)
     fractures = [e for e in events if e.counted]
     interp = Interpretation(method="undetermined", group="", age_at_exam=None, exam=exam,
-                            active_therapies=active_therapies(facts, k), fractures=fractures,
+                            active_therapies=active_therapies(facts, k),
+                            previous_therapies=previous_therapies(facts, k), fractures=fractures,
                             fractures_not_counted=[e for e in events if not e.counted])
     for f in fractures:
         on = _fracture_on_therapy(f, facts, k)
@@ -173,7 +184,7 @@ def interpret(facts: Facts, k: Knowledge) -> Interpretation:
     use_t, group = _uses_t_score(facts, k, age, sex)
     interp.group = group
     interp.method = "t_score" if use_t else "z_score"
-    interp.glucocorticoids = _glucocorticoid_use(facts, k)
+    interp.glucocorticoids, interp.glucocorticoid_courses = _glucocorticoid_use(facts, k)
     if not use_t:
         _interpret_z(interp, exam, fractures, k)
         return interp
@@ -251,9 +262,31 @@ def _risk_osteoporosis(interp: Interpretation, facts: Facts, k: Knowledge, lowes
     # fracture events, not Conditions: one fracture coded several times is one (rules §6.3)
     if len(fractures) >= int(k.threshold("multiple_fractures_min")):
         interp.risk_reasons.append(f"multiple fractures ({len(fractures)} recorded)")
-    if interp.glucocorticoids:
-        interp.risk_reasons.append("long-term glucocorticoids: " + "; ".join(interp.glucocorticoids))
+    # glucocorticoids (rules §2 as revised with §6.1, ACR 2022): a fracture on them, or a very high dose,
+    # is very high risk; long-term use alone is named on the cards and lowers the threshold, no more
+    for f in fractures:
+        on_gc = _fracture_on_glucocorticoids(f, interp, facts)
+        if on_gc:
+            interp.risk_reasons.append(f"fracture while on long-term glucocorticoids: {f.display} ({f.when}); {on_gc}")
+    months = float(k.threshold("recent_fracture_months"))
+    for c in interp.glucocorticoid_courses:
+        if c.very_high and (c.current or months_between(c.end, facts.as_of) <= months):
+            interp.risk_reasons.append(f"very high glucocorticoid dose: {c.very_high} ({', '.join(c.resources)})")
     interp.risk = "very_high" if interp.risk_reasons else "high"
+
+
+def _fracture_on_glucocorticoids(f: FractureEvent, interp: Interpretation, facts: Facts) -> str | None:
+    """A fragility fracture during a long-term course (its start on or before the fracture), or while
+    Z79.52 (long-term use) stood recorded: what showed the use, or None."""
+    if f.date is None or f.history:
+        return None
+    for c in interp.glucocorticoid_courses:
+        if c.start <= f.date <= c.end:
+            return c.text
+    for c in facts.conditions_of("long_term_glucocorticoids"):
+        if c.active and (c.onset is None or c.onset <= f.date):
+            return f"{c.display} ({c.code}, {c.resource})"
+    return None
 
 
 def _risk_low_bone_mass(interp: Interpretation, facts: Facts, k: Knowledge) -> None:

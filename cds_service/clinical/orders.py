@@ -11,7 +11,7 @@ from typing import Any
 
 from ..knowledge import Knowledge
 from .advice import Finding, may_be_pregnant, missing_labs
-from .facts import FactBuilder, Facts, MedicationFact, months_between
+from .facts import FactBuilder, Facts, Therapy, months_after
 from .interpretation import Interpretation, capitalised
 
 
@@ -72,26 +72,10 @@ def read_drafts(draft_orders: Any, selections: list[str] | None, builder: FactBu
     return out
 
 
-def _course_months(meds: list[MedicationFact], facts: Facts) -> float:
-    """Months covered by these therapy records (overlaps counted once)."""
-    spans = []
-    for m in meds:
-        if not m.start:
-            continue
-        end = m.end or (facts.as_of if m.status == "active" else (m.last_dose or m.start))
-        spans.append((m.start, min(end, facts.as_of)))
-    spans.sort()
-    total, cur_start, cur_end = 0.0, None, None
-    for s, e in spans:
-        if cur_end is None or s > cur_end:
-            if cur_end is not None:
-                total += months_between(cur_start, cur_end)
-            cur_start, cur_end = s, e
-        else:
-            cur_end = max(cur_end, e)
-    if cur_end is not None:
-        total += months_between(cur_start, cur_end)
-    return total
+def pth_months(facts: Facts) -> tuple[float, list[Therapy]]:
+    """Teriparatide and abaloparatide months summed over a lifetime (rules §6.1), and the timelines."""
+    pth = [t for t in facts.therapies.values() if t.drug_class == "anabolic_pth"]
+    return sum(t.cumulative_months for t in pth), pth
 
 
 def _alternatives(drug: str, interp: Interpretation, found: list[Finding], active: set[str], k: Knowledge) -> list[str]:
@@ -107,10 +91,10 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
     cfg = k.treatment["orders"]
     antiresorptive = set(cfg["antiresorptive_classes"])
     follow_on = set(cfg["follow_on_classes"])
-    active = {m.drug: m for m in facts.medications if m.status == "active" and m.drug_class in k.therapy_classes}
-    history: dict[str, list[MedicationFact]] = {}
-    for m in facts.medications:
-        history.setdefault(m.drug, []).append(m)
+    # the drugs covering the patient, from every kind of record (rules §6.1: orders, statements, fills,
+    # administrations), and every drug ever given
+    active = {t.drug: t for t in interp.active_therapies}
+    history = facts.therapies
     issues: list[OrderIssue] = []
     new_orders = [d for d in drafts if not d.stopping]
     # active therapies that a draft in this same request ends: not "at once" with a new order
@@ -130,7 +114,7 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
             m = active[order.drug]
             issues.append(OrderIssue(
                 order, "duplicate", "warning", f"{order.label.capitalize()} is already active: this would be a second order",
-                [f"Active: {m.display} ({m.resource}{', since ' + m.start.isoformat() if m.start else ''})."],
+                [f"Active: {m.describe()}."],
                 ["LABELS"], remove=True))
         elif order.drug_class in antiresorptive:
             others = [m for d, m in active.items() if m.drug_class in antiresorptive and d != order.drug
@@ -138,7 +122,7 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
             others_drafts = [o for o in new_orders if o is not order and o.drug_class in antiresorptive
                              and o.drug != order.drug]
             if others or others_drafts:
-                names = [f"{m.display} ({m.resource}, active)" for m in others] + \
+                names = [f"{m.describe()}, active" for m in others] + \
                         [f"{o.label} (another draft order)" for o in others_drafts]
                 lines = ["Two antiresorptives at once add risk (hypocalcaemia, atypical fractures, osteonecrosis of "
                          "the jaw) without added benefit: " + "; ".join(names) + "."]
@@ -159,25 +143,26 @@ def check_orders(drafts: list[DraftOrder], facts: Facts, interp: Interpretation,
                  "choose a bisphosphonate first."], ["ES-2019", "LABELS"]))
         # course limits
         if order.drug_class == "anabolic_pth":
-            pth = [m for m in facts.medications if m.drug_class == "anabolic_pth"]
-            months = _course_months(pth, facts)
+            months, pth = pth_months(facts)
             limit = float(k.number("pth_analog_max_months"))
             if months >= limit:
                 issues.append(OrderIssue(
                     order, "course-limit", "warning",
-                    f"Teriparatide/abaloparatide already given for {months:.0f} months (limit {limit:g} in a lifetime)",
-                    ["Recorded courses: " + "; ".join(f"{m.display} from {m.start.isoformat() if m.start else '?'}"
-                                                       f" ({m.resource})" for m in pth) + ".",
+                    f"Course complete: teriparatide/abaloparatide already given for {months:.0f} months "
+                    f"({limit:g} months in a lifetime)",
+                    ["Recorded courses: " + "; ".join(f"{t.period_text()} ({t.describe()})" for t in pth) + ".",
+                     k.treatment["courses"]["pth_beyond_limit"]["value"],
                      "Transition to an antiresorptive instead."], ["LABELS", "AACE-2020"],
                     replace_with=_alternatives(order.drug, interp, found, set(active), k), remove=True))
         if order.drug == "romosozumab":
-            romo = history.get("romosozumab", [])
-            doses = len([m for m in romo if m.last_dose])
+            romo = history.get("romosozumab")
+            doses = len(romo.doses) if romo else 0
             limit_doses = int(k.number("romosozumab_max_doses"))
             if doses >= limit_doses:
                 issues.append(OrderIssue(
                     order, "course-limit", "warning",
-                    f"Romosozumab: {doses} doses already recorded (a course is {limit_doses})",
+                    f"Course complete: romosozumab {doses} doses already given (a course is {limit_doses}); "
+                    "not to be repeated",
                     [f"Romosozumab is given for {limit_doses} monthly doses, then an antiresorptive."],
                     ["LABELS", "AACE-2020"],
                     replace_with=_alternatives(order.drug, interp, found, set(active), k), remove=True))
@@ -225,7 +210,7 @@ def _contraindications(order: DraftOrder, facts: Facts, interp: Interpretation, 
     return out
 
 
-def _stopping(order: DraftOrder, drafts: list[DraftOrder], facts: Facts, active: dict[str, MedicationFact],
+def _stopping(order: DraftOrder, drafts: list[DraftOrder], facts: Facts, active: dict[str, Therapy],
               follow_on: set[str], k: Knowledge) -> list[OrderIssue]:
     if order.drug != "denosumab":
         return []
@@ -236,9 +221,15 @@ def _stopping(order: DraftOrder, drafts: list[DraftOrder], facts: Facts, active:
     if bridging:
         return []
     choices = k.management("after_denosumab")
-    return [OrderIssue(
-        order, "denosumab-stop", "warning",
-        "Denosumab is being stopped with no follow-on bisphosphonate: rebound vertebral fractures",
-        ["Stopping denosumab without a bisphosphonate causes rapid bone loss and multiple vertebral fractures. "
-         "Start zoledronic acid or alendronate when the next denosumab dose would have been due."],
-        ["ES-2019", "LABELS"], create=choices)]
+    lines = ["Stopping denosumab without a bisphosphonate causes rapid bone loss and multiple vertebral fractures. "
+             "Start zoledronic acid or alendronate when the next denosumab dose would have been due."]
+    given = facts.therapies.get("denosumab")
+    if given is not None and given.doses:
+        last = given.last_dose
+        assert last is not None
+        due = months_after(last, float(k.number("denosumab_interval_months")))
+        lines.insert(0, f"Denosumab given: {len(given.doses)} doses ({given.describe()}); the next would be due "
+                        f"{due.isoformat()}: the follow-on bisphosphonate then (ECTS 2021).")
+    return [OrderIssue(order, "denosumab-stop", "warning",
+                       "Denosumab is being stopped with no follow-on bisphosphonate: rebound vertebral fractures",
+                       lines, ["ES-2019", "ECTS-2021", "LABELS"], create=choices)]

@@ -94,6 +94,13 @@ NUMBERS = {
     "pth_independent_below": NUMBER,
     "albumin_ionized_calcium_needed": NUMBER,
     "romosozumab_max_doses": INT,
+    "oral_bisphosphonate_max_years": NUMBER,
+    "iv_bisphosphonate_max_years": NUMBER,
+    "holiday_dxa_years": NUMBER,
+    "holiday_reassess_years": NUMBER,
+    "denosumab_followon_zoledronic_min_months": NUMBER,
+    "anabolic_followon_months": NUMBER,
+    "iv_dose_creatinine_days": INT,
     "repeat_dxa_after_months": INT,
     "repeat_dxa_within_months": INT,
     "vfa_age_women": INT,
@@ -104,7 +111,8 @@ NUMBERS = {
 MANAGEMENT = {"after_denosumab": TEXTS, "after_anabolic": TEXTS, "after_failure": TEXTS}
 
 # guidelines.yaml: the keys the code names (cards' guideline lists); every entry is read the same way
-GUIDELINES = ("WHO-ISCD", "AACE-2020", "ES-2019", "BHOF-2022", "ES-2011", "LABELS", "IOF-2012", "ASBMR-2014")
+GUIDELINES = ("WHO-ISCD", "AACE-2020", "ES-2019", "BHOF-2022", "ES-2011", "LABELS", "IOF-2012", "ASBMR-2014",
+              "ASBMR-2016", "ECTS-2021", "ACR-2022")
 
 # cards.yaml topics the code builds cards for
 TOPICS = ("bmd-interpretation", "treatment", "therapy-management", "safety", "monitoring", "supportive-care")
@@ -142,6 +150,7 @@ CONTRACT: dict[str, dict[str, Kind]] = {
         "cautions/pregnancy/value": TEXT, "cautions/pregnancy/source": SOURCE,
         "taken/stop_or_hold/value": TEXT, "taken/stop_or_hold/source": SOURCE,
         "taken/denosumab/value": TEXT, "taken/denosumab/source": SOURCE,
+        "courses/pth_beyond_limit/value": TEXT, "courses/pth_beyond_limit/source": SOURCE,
         "labs_for_workup": LIST, "labs_for_workup/*/analyte": TEXT_OR_TEXTS,
         **{f"labs_for_workup/*/{p}": kind for p, kind in _ORDER.items()},
         **{f"repeat_dxa/{p}": kind for p, kind in _ORDER.items()},
@@ -162,6 +171,27 @@ CONTRACT: dict[str, dict[str, Kind]] = {
         "override_system": TEXT, "override_reasons": MAPPING,
         "override_reasons/*/*/code": TEXT, "override_reasons/*/*/display": TEXT,
         **{f"unreadable_dxa/{p}": TEXT for p in ("summary", "head", "action")}, "unreadable_dxa/source": SOURCE,
+    },
+    "medications": {  # therapy: read by clinical/facts (rules §6.1); glucocorticoids (rules §6.1, ACR 2022)
+        "therapy/source": SOURCE,
+        **_entries({"request_intents": SOME_TEXTS, "request_statuses": SOME_TEXTS, "request_not_counted": TEXTS,
+                    "statement_statuses": SOME_TEXTS, "statement_not_counted": TEXTS,
+                    "administration_doses": SOME_TEXTS, "administration_uncertain": TEXTS,
+                    "administration_not_counted": TEXTS, "dispense_statuses": SOME_TEXTS, "fhir_statuses": WORD_LISTS,
+                    "merge_days": INT, "gap_bridged_days": INT, "request_default_days": INT,
+                    "dispense_default_days": INT, "no_supply_days": INT, "statement_unverified_months": NUMBER,
+                    "schedules": MAPPING, "dose_units": SOME_TEXTS, "dose_days": MAPPING}, "therapy/"),
+        **{f"therapy/fhir_statuses/value/{rt}": SOME_TEXTS for rt in (
+            "MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense")},
+        "therapy/schedules/value/*/mode": TEXT, "therapy/schedules/value/*/cover_months?": NUMBER,
+        "therapy/schedules/value/*/iv?/cover_months": NUMBER, "therapy/schedules/value/*/iv?/routes": TEXTS,
+        "therapy/schedules/value/*/iv?/patterns": SOME_TEXTS,
+        "therapy/schedules/value/*/doses_per_unit?": FACTORS, "therapy/dose_days/value/*": INT,
+        "glucocorticoids/source": SOURCE,
+        **_entries({"equivalents": FACTORS, "not_counted_names": TEXTS, "systemic_routes": TEXTS, "local_routes": TEXTS,
+                    "systemic_words": SOME_TEXTS, "local_words": SOME_TEXTS, "min_daily_mg": NUMBER, "min_days": INT,
+                    "join_gap_days": INT, "very_high_daily_mg": NUMBER, "very_high_days": INT,
+                    "very_high_year_grams": NUMBER}, "glucocorticoids/"),
     },
     "conditions": {  # fractures: read by Knowledge.fracture_rules (rules §6.3)
         "fractures/source": SOURCE,

@@ -121,7 +121,11 @@ def test_5_denosumab_overdue_is_critical(run):
     detail = overdue[0]["detail"].lower()
     assert "rebound" in detail and "bisphosphonate" in detail
     assert "do not simply stop" in detail
-    assert "denosumab" not in ordered_drugs(cards), "an active drug is offered only as continue"
+    # rules §6.1: "continue denosumab" comes with the draft order for the dose that is due, and only there
+    offers = [(s["label"], c["summary"]) for c in cards for s in c.get("suggestions", [])
+              for a in s.get("actions", [])
+              if "denosumab" in json.dumps(a.get("resource", {}).get("medicationCodeableConcept", {})).lower()]
+    assert offers and all(label.startswith("Continue denosumab") for label, _ in offers), offers
 
 
 def test_6_drug_holiday(run):

@@ -400,37 +400,63 @@ def test_denosumab_overdue_suggestions_skip_blocked_drugs(run):
     assert "zoledronic_acid" not in m.suggest and "alendronate" not in m.suggest
 
 
-@pytest.mark.parametrize("months", [6.5, 6.9, 3])
-def test_denosumab_due(run, months):
+@pytest.mark.parametrize("months, indicator, dose_order", [(6.5, "warning", True), (6.9, "warning", True),
+                                                          (3, "info", False)])
+def test_denosumab_due(run, months, indicator, dose_order):
+    """Rules §6.1: covered (under 6 months) is info with "continue"; due (6 to 7 months) is a warning whose
+    "continue" carries the draft order for the dose, with the follow-on bisphosphonates beside it."""
     a = run(t("spine", -2.6), *labs(), statement(DENOSUMAB, months_ago(months)))
     assert kinds(a) == ["denosumab-due"]
     m = a.management[0]
-    assert m.indicator == "info"
+    assert m.indicator == indicator
     assert m.continue_drug == "denosumab"
-    assert m.suggest == []
+    assert m.dose_order is dose_order
+    assert m.suggest == (["zoledronic_acid", "alendronate"] if dose_order else [])
 
 
-def test_denosumab_completed_without_bisphosphonate_is_stopping(run):
+def test_denosumab_given_5_months_ago_still_covers(run):
+    """A completed statement of one denosumab dose 5 months ago: the dose covers 6 months (rules §6.1)."""
     a = run(t("spine", -2.6), *labs(), statement(DENOSUMAB, months_ago(5), status="completed"))
+    assert kinds(a) == ["denosumab-due"] and a.management[0].indicator == "info"
+    assert a.treatment is None
+
+
+def test_denosumab_stopped_without_bisphosphonate_is_stopping(run):
+    a = run(t("spine", -2.6), *labs(), statement(DENOSUMAB, months_ago(5), status="stopped"))
     m = next(m for m in a.management if m.kind == "denosumab-stopping")
     assert m.indicator == "warning"
     assert m.suggest == ["zoledronic_acid", "alendronate"]
     assert m.continue_drug is None
+    assert a.treatment is None  # the denosumab card carries the follow-on, not an "untreated" card
 
 
-def test_denosumab_completed_with_bisphosphonate_after_is_fine(run):
-    a = run(t("spine", -2.6), *labs(), statement(DENOSUMAB, months_ago(8), status="completed"),
-            med(ZOLEDRONIC, start=months_ago(6)))
+def test_denosumab_followed_by_zoledronic_acid_in_time_is_fine(run):
+    given = {"resourceType": "MedicationAdministration", "id": "za1", "status": "completed",
+             "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": ZOLEDRONIC}]},
+             "subject": {"reference": f"Patient/{PID}"}, "effectiveDateTime": months_ago(2).isoformat()}
+    a = run(t("spine", -2.6), *labs(), statement(DENOSUMAB, months_ago(8), status="completed"), given)
     assert not [k for k in kinds(a) if k.startswith("denosumab")]
 
 
 # -- management: bisphosphonate duration -----------------------------------------------------------
+def _yearly_infusions(n: int) -> list[dict[str, Any]]:
+    """Zoledronic acid given yearly, n times, the last 6 months ago."""
+    return [{"resourceType": "MedicationAdministration", "id": f"za{i}", "status": "completed",
+             "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": ZOLEDRONIC}]},
+             "subject": {"reference": f"Patient/{PID}"},
+             "effectiveDateTime": months_ago(6 + 12 * i).isoformat()} for i in range(n)]
+
+
 @pytest.mark.parametrize("drug, years, t_score, kind", [
     (ALENDRONATE, 5.1, -2.0, "drug-holiday"), (ALENDRONATE, 5.1, -2.6, "continue-bisphosphonate"),
-    (ALENDRONATE, 4.9, -2.0, None), (ZOLEDRONIC, 3.1, -2.0, "drug-holiday"), (ZOLEDRONIC, 2.9, -2.0, None),
-    (ZOLEDRONIC, 3.1, -2.5, "continue-bisphosphonate")])
+    (ALENDRONATE, 4.9, -2.0, None), (ZOLEDRONIC, 3, -2.0, "drug-holiday"), (ZOLEDRONIC, 2, -2.0, None),
+    (ZOLEDRONIC, 3, -2.5, "continue-bisphosphonate")])
 def test_bisphosphonate_duration(run, drug, years, t_score, kind):
-    a = run(t("spine", t_score), *labs(), med(drug, start=AS_OF - timedelta(days=round(years * 365.25))))
+    """Rules §6.1 (ASBMR 2016): ≥ 5 years oral or 3 yearly zoledronic acid doses; a holiday only with hip
+    T-scores above −2.5 (the latest DXA on therapy)."""
+    records = _yearly_infusions(years) if drug == ZOLEDRONIC else \
+        [med(drug, start=AS_OF - timedelta(days=round(years * 365.25)))]
+    a = run(t("hip", t_score), t("neck", t_score + 0.1), *labs(), *records)
     got = [k for k in kinds(a) if k in ("drug-holiday", "continue-bisphosphonate")]
     assert got == ([kind] if kind else [])
     if kind == "continue-bisphosphonate":

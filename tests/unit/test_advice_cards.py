@@ -167,11 +167,12 @@ def test_overdue_denosumab_management_card_is_critical(cards):
     assert c["selectionBehavior"] == "at-most-one"
     labels = [s["label"] for s in c["suggestions"]]
     assert labels[0].startswith("Continue denosumab")
-    assert "actions" not in c["suggestions"][0]
+    # rules §6.1: "continue" carries the draft order for the dose that is due, and is the recommended one
+    [dose] = c["suggestions"][0]["actions"]
+    assert dose["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "993452"
     assert c["suggestions"][0]["isRecommended"] is True
-    assert drug_codes(c) == ["705824", "904431"]
+    assert drug_codes(c) == ["993452", "705824", "904431"]
     assert [s.get("isRecommended") for s in c["suggestions"]].count(True) == 1
-    assert "993452" not in drug_codes(c)  # already active: continue, never a new order
 
 
 def test_monitoring_card_orders_missing_labs_with_any(cards):

@@ -496,8 +496,10 @@ def test_oncology_and_wrong_codes_are_never_therapy(build, knowledge, kw):
     assert all(m.drug_class == "oncology_antiresorptive" for m in facts.medications)
 
 
-@pytest.mark.parametrize("status", ["draft", "cancelled", "entered-in-error", "stopped", "on-hold"])
+@pytest.mark.parametrize("status", ["draft", "cancelled", "entered-in-error", "unknown"])
 def test_medication_request_with_non_counted_status_is_ignored(build, status):
+    """Rules §6.1: cancelled (withdrawn before use), entered-in-error, draft and unknown orders are not
+    exposure (stopped and on-hold orders are read: tests/unit/test_therapy.py)."""
     facts = build(med("46041", status=status, rid="rx"))
     assert facts.medications == []
     [ign] = facts.ignored

@@ -371,17 +371,28 @@ def test_hip_and_vertebral_fractures_on_the_same_day_are_multiple(run):
     assert i.risk_reasons == ["multiple fractures (2 recorded)"]
 
 
-def test_long_term_glucocorticoid_condition_is_very_high_risk(run):
+def test_long_term_glucocorticoid_condition_alone_is_named_not_very_high_risk(run):
+    """Rules §2 as revised with §6.1 (ACR 2022): use alone is named on the cards, not very high risk."""
     i = run(t("spine", -2.6), condition("Z79.52"))
+    assert i.risk == "high" and i.risk_reasons == []
+    assert len(i.glucocorticoids) == 1 and "Z79.52" in i.glucocorticoids[0]
+
+
+def test_fracture_on_long_term_glucocorticoids_is_very_high_risk(run):
+    i = run(t("spine", -2.6), condition("Z79.52"), fracture("S52.501A", onset=day(400)))
     assert i.risk == "very_high"
-    assert len(i.risk_reasons) == 1 and i.risk_reasons[0].startswith("long-term glucocorticoids")
+    assert any(r.startswith("fracture while on long-term glucocorticoids") for r in i.risk_reasons)
 
 
-@pytest.mark.parametrize("days, risk", [(60, "high"), (89, "high"), (90, "very_high"), (200, "very_high")])
-def test_prednisone_counts_from_90_days(run, days, risk):
+@pytest.mark.parametrize("days, named", [(60, False), (88, False), (89, True), (200, True)])
+def test_prednisone_counts_from_90_days(run, days, named):
+    """An active prednisone order of unknown dose: long-term from 90 days of use (the start day counts),
+    named with its dose unknown; not very high risk by itself."""
     i = run(t("spine", -2.6), med("8640", start=day(days)))
-    assert i.risk == risk
-    assert bool(i.glucocorticoids) is (risk == "very_high")
+    assert i.risk == "high"
+    assert bool(i.glucocorticoids) is named
+    if named:
+        assert "dose unknown" in i.glucocorticoids[0]
 
 
 def test_completed_prednisone_is_not_current_glucocorticoid_use(run):

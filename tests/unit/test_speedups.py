@@ -5,7 +5,8 @@ import gc
 import uuid
 
 from cds_service.cards import card, suggestion
-from cds_service.clinical import facts as facts_module
+from cds_service.clinical.facts import medications as facts_module
+from cds_service.clinical.facts import model as facts_model
 from cds_service.clinical.facts import FactBuilder
 from cds_service.cli import GC_THRESHOLD, tune_gc
 from cds_service.ids import new_id
@@ -65,7 +66,7 @@ def test_remembered_drug_matches_equal_fresh_ones(knowledge):
     for _ in range(3):
         for concept in concepts:
             assert memo.match_drug(concept) == knowledge.match_drug(
-                facts_module._codings(concept), facts_module._text_of(concept))
+                facts_model._codings(concept), facts_model._text_of(concept))
     assert len(memo._drug_memo) == len(concepts)
 
 
@@ -82,7 +83,7 @@ def test_a_malformed_code_does_not_change_later_answers(knowledge):
 
 def test_long_concept_texts_are_not_remembered(knowledge):
     fb = FactBuilder(knowledge)
-    assert fb.match_drug({"text": "alendronate " + "x" * (facts_module.DRUG_MEMO_TEXT + 1)}) == "alendronate"
+    assert fb.match_drug({"text": "alendronate " + "x" * (facts_model.DRUG_MEMO_TEXT + 1)}) == "alendronate"
     assert fb._drug_memo == {}
 
 
