@@ -9,6 +9,8 @@ import uuid
 from datetime import date, timedelta
 from typing import Any, Sequence
 
+from .fhir.medications import MEDICATION_RECORDS, medication_references, referenced_id
+
 
 def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
@@ -103,11 +105,13 @@ def bundle_to_request(bundle: dict[str, Any], patient_id: str | None, templates:
     if not isinstance(entries, list):
         raise ValueError("the Bundle has no entry array")
     resources = []
+    full_urls: list[str | None] = []
     for i, e in enumerate(entries):
         r = e.get("resource") if isinstance(e, dict) else None
         if not isinstance(r, dict) or not isinstance(r.get("resourceType"), str):
             raise ValueError(f"Bundle.entry[{i}] has no resource")
         resources.append(r)
+        full_urls.append(e["fullUrl"] if isinstance(e.get("fullUrl"), str) else None)
     patients = [r for r in resources if r["resourceType"] == "Patient"]
     if patient_id:
         patients = [p for p in patients if p.get("id") == patient_id]
@@ -130,14 +134,53 @@ def bundle_to_request(bundle: dict[str, Any], patient_id: str | None, templates:
         codes = _template_codes(template)
         matching = [r for r in resources if r["resourceType"] == rtype and _belongs(r, pid)
                     and (codes is None or _has_code(r, codes))]
-        prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": len(matching),
-                         "entry": [{"resource": r} for r in matching]}
+        entry: list[dict[str, Any]] = [{"resource": r} for r in matching]
+        if rtype in MEDICATION_RECORDS:
+            entry += _included_medications(matching, resources, full_urls)
+        prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": len(matching), "entry": entry}
     return {
         "hook": hook,
         "hookInstance": str(uuid.uuid4()),
         "context": {"userId": "Practitioner/cli", "patientId": pid},
         "prefetch": prefetch,
     }
+
+
+def _included_medications(records: list[dict[str, Any]], resources: list[dict[str, Any]],
+                          full_urls: list[str | None]) -> list[dict[str, Any]]:
+    """The Bundle's Medications that ``records`` name by ``medicationReference``, as entries with
+    ``search.mode`` ``include``, as a FHIR server answers ``_include=...:medication``: so that the
+    service finds them in the request and does not read them from a fhirServer (rules §6.1).
+
+    A reference matches a Medication by ``Medication/{id}`` (relative, or a URL ending in it) or by
+    the entry's ``fullUrl`` (``urn:uuid:X`` in a transaction Bundle). The search result carries no
+    fullUrl the facts layer could match ``urn:uuid:X`` against, so a Medication matched that way
+    whose id is not X goes in as a copy whose id is X: the facts layer resolves ``urn:uuid:X`` to the
+    Medication with id X."""
+    by_id: dict[str, dict[str, Any]] = {}
+    by_full_url: dict[str, dict[str, Any]] = {}
+    for r, url in zip(resources, full_urls):
+        if r["resourceType"] != "Medication":
+            continue
+        if isinstance(r.get("id"), str) and r["id"]:
+            by_id.setdefault(r["id"], r)
+        if url:
+            by_full_url.setdefault(url, r)
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[int, Any]] = set()  # (which Medication, the id it goes in with)
+    for target in medication_references(records):
+        if target in by_full_url:
+            med = by_full_url[target]
+            as_id = target[len("urn:uuid:"):] if target.startswith("urn:uuid:") else med.get("id")
+        else:
+            as_id = referenced_id(target)
+            med = by_id.get(as_id) if as_id else None
+        if med is None or (id(med), as_id) in seen:
+            continue
+        seen.add((id(med), as_id))
+        out.append({"resource": med if med.get("id") == as_id else {**med, "id": as_id},
+                    "search": {"mode": "include"}})
+    return out
 
 
 def _template_codes(template: str) -> set[tuple[str, str]] | None:

@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
@@ -18,7 +18,8 @@ import jsonschema
 
 from .clinical.facts import FactBuilder, now_date
 from .config import Settings
-from .fhir.client import BadData, FhirClient, Limits, new_session
+from .fhir.client import BadData, FetchError, FhirClient, Limits, new_session
+from .fhir.medications import MedicationPlan, plan_medication_reads
 from .fhir.prefetch import Gathered, MissingData, gather
 from .fhir.trust import untrusted_reason
 from .knowledge import Knowledge, load_knowledge
@@ -100,6 +101,10 @@ class HookResult:
     gathered: Gathered
     timings: dict[str, int] = field(default_factory=dict)
     facts: Any = None  # the Facts the cards were made from (what was not used, for `cds-service evaluate`)
+    # the Medications that medication records reference and the request did not hold (rules §6.1):
+    # the path read (``Medication/{id}``) → "fetched" or "failed: why", and the reference as written →
+    # "not read: why" (ids and fixed reasons only, never the server's text: for the log and the audit)
+    medications: dict[str, str] = field(default_factory=dict)
 
 
 class Engine:
@@ -207,13 +212,58 @@ class Engine:
             raise HookError(400, f"prefetch.{service.patient_key} is Patient/{patient.get('id')}, "
                                  f"but context.patientId is {ctx_patient}", [f"prefetch.{service.patient_key}"])
         others = [r for r in gathered.resources() if r is not patient]
+        plan = plan_medication_reads(others, client.base if client else None,
+                                     self.settings.fhir_max_medication_reads)
+        medications = dict(plan.skipped)
+        if plan.reads and client is not None:  # reads are planned only with a fhirServer
+            found, outcomes = self._read_medications(client, plan, deadline)
+            others += found
+            medications.update(outcomes)
+            t1 = time.monotonic()
         facts = self.facts.build(patient, others, as_of or now_date(), unavailable=failed)
         # a deceased patient gets no cards from any service (clinical rules §6.5)
         cards = [] if facts.patient.deceased else service.handler(facts, self.knowledge, body)
         t2 = time.monotonic()
         return HookResult(cards, gathered, {"gather_ms": int((t1 - t0) * 1000), "rules_ms": int((t2 - t1) * 1000)},
-                          facts)
+                          facts, medications)
+
+    def _read_medications(self, client: FhirClient, plan: MedicationPlan,
+                          deadline: float) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """Read the planned ``Medication/{id}`` from the fhirServer, in parallel, with the hook's
+        client (its token and limits) and deadline. A read that fails is not an error of the hook:
+        the record whose drug stays unknown is listed as not used by the facts layer; here its
+        outcome is kept, without the server's text (which could carry anything)."""
+        futures = {path: self.executor.submit(_read_medication, client, path, deadline) for path in plan.reads}
+        found: list[dict[str, Any]] = []
+        outcomes: dict[str, str] = {}
+        for path, fut in futures.items():
+            try:
+                resource, outcome = fut.result(timeout=max(0.0, deadline - time.monotonic()) + 0.05)
+            except FutureTimeout:
+                fut.cancel()
+                resource, outcome = None, "failed: deadline reached"
+            if resource is not None:
+                found.append(resource)
+            outcomes[path] = outcome
+        return found, outcomes
 
     def close(self) -> None:
         if self._executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _read_medication(client: FhirClient, path: str, deadline: float) -> tuple[dict[str, Any] | None, str]:
+    """One Medication read: the resource and "fetched", or None and why not (a fixed text: the
+    server's own words are left out, as they could carry anything)."""
+    try:
+        resource = client.read(path, deadline)
+    except FetchError as exc:
+        return None, "failed: " + str(exc).split(":", 1)[0]
+    if resource.get("resourceType") != "Medication":
+        return None, "failed: the fhirServer answered with another resource type"
+    wanted = path.split("/")[1]
+    if resource.get("id") is None:
+        resource = {**resource, "id": wanted}  # a read's answer is that id, even when the server left it out
+    elif resource.get("id") != wanted:
+        return None, "failed: the fhirServer answered with another Medication"
+    return resource, "fetched"

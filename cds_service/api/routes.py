@@ -149,12 +149,23 @@ def call_service(service_id: str) -> Response:
         if v.origin in ("fetched", "failed"):
             metrics.FHIR_FETCHES.labels(k, "ok" if v.origin == "fetched" else "failed").inc()
             metrics.FHIR_FETCH_SECONDS.labels(k).observe(v.millis / 1000)
+    for outcome in result.medications.values():
+        if outcome == "fetched" or outcome.startswith("failed"):
+            metrics.FHIR_FETCHES.labels("Medication", "ok" if outcome == "fetched" else "failed").inc()
+    # each Medication that was not in the request: how it was obtained, as for the prefetch keys
+    # (a reference has a "/" or ":", a prefetch key never has; an odd one never replaces a key)
+    for ref, outcome in result.medications.items():
+        keys.setdefault(_safe(ref, 120), outcome)
     for c in result.cards:
         metrics.CARDS.labels(service_id, c["source"]["topic"]["code"], c["indicator"]).inc()
     g.log.update(service=service_id, hookInstance=_safe(body.get("hookInstance")), cards=len(result.cards),
                  gather_ms=result.timings["gather_ms"], rules_ms=result.timings["rules_ms"],
                  keys=" ".join(f"{k}:{v.origin}" + (f"/{v.pages}p/{v.millis}ms" if v.origin in ("fetched", "failed")
                                                     else "") for k, v in result.gathered.keys.items()))
+    if result.medications:
+        # the Medications that were not in the request: reference → fetched, "failed: why" or
+        # "not read: why" (ids and fixed reasons, never the server's text)
+        g.log["medications"] = {_safe(ref, 120): outcome for ref, outcome in result.medications.items()}
     _audit(service_id, body, 200, "ok", result.cards, keys, result.timings["gather_ms"], result.timings["rules_ms"],
            total)
     return _json({"cards": result.cards})

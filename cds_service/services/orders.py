@@ -34,7 +34,9 @@ def _service(k: Knowledge, sid: str, hook: str, title: str, description: str, se
     return CdsService(
         id=sid, hook=hook, title=title, description=description,
         usage_requirements=("Needs the draft orders in context (FHIR R4 MedicationRequests) and read access to "
-                            "Patient, Observation (labs, DXA), MedicationRequest, MedicationStatement and Condition."),
+                            "Patient, Observation (labs, DXA), MedicationRequest, MedicationStatement, "
+                            "MedicationAdministration, MedicationDispense, Condition and DiagnosticReport, and to "
+                            "Medication for the records that name their drug by medicationReference."),
         prefetch=prefetch_templates(k), handler=_handler(selections, FactBuilder(k)), required_keys=("patient",),
         expected_types={"patient": "Patient"})
 

@@ -29,6 +29,9 @@ def prefetch_templates(k: Knowledge) -> dict[str, str]:
         "labs": "Observation?patient={{context.patientId}}&code=" + labs,
         "medicationRequests": "MedicationRequest?patient={{context.patientId}}",
         "medicationStatements": "MedicationStatement?patient={{context.patientId}}",
+        # what was given and what was handed out: the therapy timeline (rules §6.1)
+        "medicationAdministrations": "MedicationAdministration?patient={{context.patientId}}",
+        "medicationDispenses": "MedicationDispense?patient={{context.patientId}}",
         "conditions": "Condition?patient={{context.patientId}}",
         "diagnosticReports": "DiagnosticReport?patient={{context.patientId}}&code=" + reports,
     }
@@ -57,9 +60,11 @@ def patient_view_service(k: Knowledge) -> CdsService:
                      "conditions, and answers with the interpretation of the latest bone density exam "
                      "(WHO/ISCD, AACE 2020) and the guideline-based advice that follows from it."),
         usage_requirements=("Needs read access to Patient, Observation (DXA results and labs), "
-                            "MedicationRequest, MedicationStatement, Condition and DiagnosticReport (the dates "
-                            "of the results it lists), either as prefetch or "
-                            "through fhirServer with fhirAuthorization."),
+                            "MedicationRequest, MedicationStatement, MedicationAdministration, MedicationDispense, "
+                            "Condition and DiagnosticReport (the dates of the results it lists), either as prefetch "
+                            "or through fhirServer with fhirAuthorization; and to Medication, for the records that "
+                            "name their drug by medicationReference (a contained Medication, one in the prefetch "
+                            "Bundle, or Medication/{id} read from fhirServer)."),
         prefetch=prefetch_templates(k),
         handler=cards_for,
         required_keys=("patient", "dxa"),

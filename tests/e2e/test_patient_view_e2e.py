@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import date
 
 import pytest
 
+from cds_service.cli import bundle_to_request
 from cds_service.config import Settings
 from cds_service.engine import Engine
 from cds_service.services.patient_view import SERVICE_ID
@@ -93,3 +95,43 @@ def test_the_access_token_never_reaches_the_log(service, fhir_server):
     assert "hookInstance=" in text  # the log is being written
     assert fhir_server.token not in text
     assert "secret-wrong-token-xyz" not in text
+
+
+def medication_reference_bundle() -> tuple[dict, str]:
+    """Example patient 5 as another patient whose denosumab records name their drug only by
+    ``medicationReference`` to one Medication resource (rules §6.1); and that Medication's id."""
+    bundle = json.loads(json.dumps(scenarios.build(5, date.today())).replace("bone-05", "bone-medref"))
+    med_id = "bone-medref-denosumab"
+    concept = None
+    for e in bundle["entry"]:
+        r = e["resource"]
+        if r["resourceType"] in ("MedicationRequest", "MedicationStatement"):
+            concept = r.pop("medicationCodeableConcept")
+            r["medicationReference"] = {"reference": f"Medication/{med_id}"}
+    assert concept is not None
+    bundle["entry"].append({"fullUrl": f"urn:uuid:{med_id}",
+                            "resource": {"resourceType": "Medication", "id": med_id, "code": concept},
+                            "request": {"method": "PUT", "url": f"Medication/{med_id}"}})
+    return bundle, med_id
+
+
+def test_a_medication_named_by_reference_is_read_from_the_server(service, fhir_server, scenario_request):
+    bundle, med_id = medication_reference_bundle()
+    fhir_server.load(bundle)
+    body = hook_request(fhir_server, "bone-medref")
+    r = service.post(f"/cds-services/{SERVICE_ID}", body, timeout=30)
+    assert r.status_code == 200, r.text
+    engine = Engine(Settings.from_env(environ={"CDS_AUTH_DISABLED": "true"}))
+    try:
+        service_def = engine.services[SERVICE_ID]
+        # the same Bundle as a prefetch: the Medication goes in as a search include, nothing is read
+        expected = engine.call(SERVICE_ID, bundle_to_request(bundle, None, service_def.prefetch, "patient-view"))
+        # and the drug is recognised through its Medication: the cards are example patient 5's
+        by_code = engine.call(SERVICE_ID, scenario_request(5)).cards
+    finally:
+        engine.close()
+    assert expected.medications == {}
+    assert essentials(r.json()["cards"]) == essentials(expected.cards) == essentials(by_code)
+    lines = [json.loads(line) for line in service.log.read_text().splitlines() if body["hookInstance"] in line]
+    [call] = [line for line in lines if line.get("path") == f"/cds-services/{SERVICE_ID}"]
+    assert call["medications"] == {f"Medication/{med_id}": "fetched"}, call

@@ -48,6 +48,8 @@ class FakeFhir:
     """Serves one scenario's data by prefetch key; ``faults[key]`` replaces a key's answer.
 
     ``pages[path]`` answers a path (for next links) with either a body or a handler.
+    ``medications[id]`` answers ``GET Medication/{id}`` with either a body or a handler (key
+    ``"Medication"``); an id not there is a 404.
     ``seen`` holds (key, full path, headers) for every request.
     """
 
@@ -58,6 +60,7 @@ class FakeFhir:
         self.pid = patient_id
         self.faults: dict[str, Callable[[Request], Response]] = {}
         self.pages: dict[str, Any] = {}  # path → body or handler, for next links
+        self.medications: dict[str, Any] = {}  # Medication id → body or handler
         self.seen: list[tuple[str | None, str, dict[str, str]]] = []
         self.release = threading.Event()
         self.inflight = 0
@@ -71,7 +74,10 @@ class FakeFhir:
         codes = request.args.get("code", "")
         if path == "Observation":
             return "dxa" if "38267-1" in codes else "labs" if "17861-6" in codes else None
+        if path.startswith("Medication/"):
+            return "Medication"
         return {"MedicationRequest": "medicationRequests", "MedicationStatement": "medicationStatements",
+                "MedicationAdministration": "medicationAdministrations", "MedicationDispense": "medicationDispenses",
                 "Condition": "conditions", "DiagnosticReport": "diagnosticReports"}.get(path)
 
     def __call__(self, request: Request) -> Response:
@@ -85,6 +91,11 @@ class FakeFhir:
                 return page(request) if callable(page) else fhir_json(page)
             if key in self.faults:
                 return self.faults[key](request)
+            if key == "Medication":
+                med = self.medications.get(request.path[len("/fhir/Medication/"):])
+                if med is None:
+                    return fhir_json(oo("not-found", "no such Medication"), 404)
+                return med(request) if callable(med) else fhir_json(med)
             if key is None or key not in self.data:
                 return fhir_json(oo("not-found", "no such resource"), 404)
             return fhir_json(self.data[key])

@@ -11,8 +11,9 @@ from cds_service import create_app
 from cds_service.engine import load_schema
 from cds_service.services.patient_view import SERVICE_ID
 
-EXPECTED_KEYS = {"patient", "dxa", "labs", "medicationRequests", "medicationStatements", "conditions",
-                 "diagnosticReports"}  # the reports that date their results (rules §6.4)
+EXPECTED_KEYS = {"patient", "dxa", "labs", "medicationRequests", "medicationStatements",
+                 "medicationAdministrations", "medicationDispenses",  # the therapy timeline (rules §6.1)
+                 "conditions", "diagnosticReports"}  # the reports that date their results (rules §6.4)
 ALLOWED_PARAMS = {"patient", "code", "_count", "_sort"}
 TOKEN = re.compile(r"\{\{(.*?)\}\}")
 
@@ -50,8 +51,25 @@ def test_patient_view_service_is_listed_with_its_descriptions(service):
         assert isinstance(service.get(field), str) and service[field].strip(), field
 
 
-def test_prefetch_keys_are_exactly_the_seven_data_groups(service):
+def test_prefetch_keys_are_exactly_the_nine_data_groups(service):
     assert set(service["prefetch"]) == EXPECTED_KEYS
+
+
+def test_medication_keys_follow_each_other_in_the_templates(service):
+    """The four medication record types, in the order the rules read them (rules §6.1)."""
+    keys = list(service["prefetch"])
+    i = keys.index("medicationRequests")
+    assert keys[i:i + 4] == ["medicationRequests", "medicationStatements", "medicationAdministrations",
+                             "medicationDispenses"]
+
+
+def test_every_service_names_the_medication_resources_it_reads(client):
+    services = client.get("/cds-services").get_json()["services"]
+    assert len(services) == 3
+    for s in services:
+        assert set(s["prefetch"]) == EXPECTED_KEYS, s["id"]
+        for rtype in ("MedicationAdministration", "MedicationDispense", "Medication"):
+            assert re.search(rf"\b{rtype}\b", s["usageRequirements"]), (s["id"], rtype)
 
 
 def test_prefetch_templates_use_only_the_patient_id_token(service):
@@ -87,6 +105,8 @@ def test_patient_key_is_a_read_and_data_keys_are_searches(service):
     for key, rtype in (("dxa", "Observation"), ("labs", "Observation"), ("medicationRequests", "MedicationRequest"),
                        ("medicationStatements", "MedicationStatement"), ("conditions", "Condition")):
         assert p[key].startswith(rtype + "?"), key
+    assert p["medicationAdministrations"] == "MedicationAdministration?patient={{context.patientId}}"
+    assert p["medicationDispenses"] == "MedicationDispense?patient={{context.patientId}}"
     for key in ("dxa", "labs"):
         codes = dict(parse_qsl(urlsplit(p[key]).query))["code"].split(",")
         assert codes and all(c.startswith("http://loinc.org|") for c in codes), key

@@ -28,7 +28,8 @@ from tests.http.fake_fhir import (
     with_server,
 )
 
-KEYS = ["patient", "dxa", "labs", "medicationRequests", "medicationStatements", "conditions", "diagnosticReports"]
+KEYS = ["patient", "dxa", "labs", "medicationRequests", "medicationStatements", "medicationAdministrations",
+        "medicationDispenses", "conditions", "diagnosticReports"]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,8 @@ def test_null_key_is_not_fetched(client, fhir, httpserver):
 
 def test_null_data_keys_need_no_fhir_server(client, fhir, httpserver):
     body = json.loads(json.dumps(fhir.request))
-    for key in ("labs", "medicationRequests", "medicationStatements", "conditions"):
+    for key in ("labs", "medicationRequests", "medicationStatements", "medicationAdministrations",
+                "medicationDispenses", "conditions"):
         body["prefetch"][key] = None
     resp = post(client, body)
     assert MINUS_4_1 in interpretation(resp)["summary"]
@@ -213,6 +215,60 @@ def test_missing_keys_without_fhir_server_is_412_naming_them(client, fhir, https
     assert httpserver.log == []
 
 
+@pytest.mark.parametrize("keys", [("medicationAdministrations",), ("medicationDispenses",),
+                                  ("medicationAdministrations", "medicationDispenses")])
+def test_missing_medication_keys_without_fhir_server_is_412_naming_them(client, fhir, httpserver, keys):
+    body = json.loads(json.dumps(fhir.request))
+    for key in keys:
+        del body["prefetch"][key]
+    resp = post(client, body)
+    assert resp.status_code == 412, resp.get_data(as_text=True)
+    issue = resp.get_json()["issue"][0]
+    assert all(k in issue["diagnostics"] for k in keys), issue
+    assert set(issue["expression"]) == {f"prefetch.{k}" for k in keys}
+    assert httpserver.log == []
+
+
+def test_fetched_administrations_and_dispenses_reach_the_facts(client, fhir, httpserver, monkeypatch):
+    """The two keys, fetched from the fhirServer, give their records (and a Medication the search
+    included) to the facts layer as the other keys do."""
+    pid = fhir.pid
+    given = {"resourceType": "MedicationAdministration", "id": "adm-1", "status": "completed",
+             "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": "2026-06-01",
+             "medicationReference": {"reference": "Medication/dmab"}}
+    handed = {"resourceType": "MedicationDispense", "id": "disp-1", "status": "completed",
+              "subject": {"reference": f"Patient/{pid}"}, "whenHandedOver": "2026-05-01",
+              "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                        "code": "904421"}]}}
+    med = {"resourceType": "Medication", "id": "dmab",
+           "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "993449"}]}}
+    fhir.data["medicationAdministrations"] = {"resourceType": "Bundle", "type": "searchset", "total": 1, "entry": [
+        {"resource": given, "search": {"mode": "match"}}, {"resource": med, "search": {"mode": "include"}}]}
+    fhir.data["medicationDispenses"] = {"resourceType": "Bundle", "type": "searchset", "total": 1,
+                                        "entry": [{"resource": handed}]}
+    engine = client.application.extensions["cds_engine"]
+    seen = capture_facts_resources(engine, monkeypatch)
+    resp = post(client, with_server(fhir, drop=("medicationAdministrations", "medicationDispenses")))
+    assert MINUS_4_1 in interpretation(resp)["summary"]
+    assert sorted(fhir.keys_requested()) == ["medicationAdministrations", "medicationDispenses"]
+    ids = {(r["resourceType"], r.get("id")) for r in seen[-1]}
+    assert {("MedicationAdministration", "adm-1"), ("MedicationDispense", "disp-1"), ("Medication", "dmab")} <= ids
+    assert "Medication" not in fhir.keys_requested(), "an included Medication is not read again"
+
+
+def capture_facts_resources(engine, monkeypatch) -> list[list[dict[str, Any]]]:
+    """Each call's resources as the facts layer receives them (the patient aside)."""
+    calls: list[list[dict[str, Any]]] = []
+    build = engine.facts.build
+
+    def spy(patient, resources, *args, **kw):
+        calls.append(list(resources))
+        return build(patient, resources, *args, **kw)
+
+    monkeypatch.setattr(engine.facts, "build", spy)
+    return calls
+
+
 def test_missing_keys_are_fetched_in_parallel(fhir, httpserver):
     app = create_app({"hook_deadline": 5.0, "fhir_read_timeout": 3.0})
     client = app.test_client()
@@ -235,6 +291,28 @@ def test_missing_keys_are_fetched_in_parallel(fhir, httpserver):
     assert MINUS_4_1 in card["summary"] and "could not be read" not in card["detail"]
     assert sorted(fhir.keys_requested()) == sorted(slow)
     assert elapsed < 1.6, f"5 fetches of 0.4 s took {elapsed:.2f} s: not in parallel"
+
+
+def test_every_key_of_a_call_is_fetched_at_once(fhir, httpserver):
+    """With the default settings, all nine keys at the same time: none waits for a free fetch thread."""
+    app = create_app({"hook_deadline": 5.0, "fhir_read_timeout": 3.0})
+    client = app.test_client()
+
+    def sleepy(key: str) -> Callable[[Request], Response]:
+        def handler(request: Request) -> Response:
+            time.sleep(0.5)
+            return fhir_json(fhir.data[key])
+        return handler
+
+    for key in KEYS:
+        fhir.faults[key] = sleepy(key)
+    start = time.monotonic()
+    resp = post(client, with_server(fhir, drop=tuple(KEYS)))
+    elapsed = time.monotonic() - start
+    app.extensions["cds_engine"].close()
+    assert MINUS_4_1 in interpretation(resp)["summary"]
+    assert sorted(fhir.keys_requested()) == sorted(KEYS)
+    assert elapsed < 0.95, f"{len(KEYS)} fetches of 0.5 s took {elapsed:.2f} s: some waited for others"
 
 
 # ---- the cards, as an EHR receives them ----
