@@ -52,8 +52,9 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge) -> d
         risk = RISK_TEXT[interp.risk or "high"]
         where = f": T-score {fmt(low.value)} at {_where(low)}" if low else ""
         previous = ", ".join(sorted({t.label for t in interp.previous_therapies}))
-        state = f"on {therapy}" if treated else (f"previously treated ({previous}), none now" if previous
-                                                 else "no osteoporosis therapy")
+        due = ", ".join(sorted({t.label for t in interp.due_therapies}))
+        state = f"on {therapy}" if treated else f"{due} dose due or late" if due else (
+            f"previously treated ({previous}), none now" if previous else "no osteoporosis therapy")
         defining = [f for f in interp.fractures if f.site in ("hip", "vertebral")]
         by_fracture = f" (fracture-defined: {defining[0].site} fragility fracture)" \
             if defining and interp.who_class != "osteoporosis" else ""
@@ -108,6 +109,10 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge) -> d
                   "persists (AACE-2020)."]
     if treated:
         parts += ["", "**Current osteoporosis therapy**", ""] + [f"- {t.describe()}" for t in interp.active_therapies]
+    if interp.due_therapies:
+        parts += ["", "**Dose due or late**", ""] + [f"- {t.describe()}: the last dose covered to "
+                                                    f"{t.covered_until.isoformat() if t.covered_until else '?'}"
+                                                    for t in interp.due_therapies]
     if interp.previous_therapies:
         parts += ["", "**Previously treated**", ""] + [
             f"- previously treated: {t.period_text()} (ended {t.ended.isoformat() if t.ended else 'date unknown'}; "

@@ -46,6 +46,7 @@ class Interpretation:
     risk_reasons: list[str] = field(default_factory=list)
     active_therapies: list[Therapy] = field(default_factory=list)  # osteoporosis drugs covering the patient now
     previous_therapies: list[Therapy] = field(default_factory=list)  # osteoporosis drugs whose exposure ended
+    due_therapies: list[Therapy] = field(default_factory=list)  # dose-by-dose drugs whose next dose is due or late
     fractures: list[FractureEvent] = field(default_factory=list)  # fragility fractures, counted (rules §6.3)
     fractures_not_counted: list[FractureEvent] = field(default_factory=list)
     # fragility fractures while an osteoporosis drug covered the patient, with the drug
@@ -104,7 +105,16 @@ def active_therapies(facts: Facts, k: Knowledge) -> list[Therapy]:
 
 
 def previous_therapies(facts: Facts, k: Knowledge) -> list[Therapy]:
-    return [t for t in facts.therapies.values() if t.drug_class in k.therapy_classes and t.previously_treated]
+    return [t for t in facts.therapies.values() if t.drug_class in k.therapy_classes and t.previously_treated
+            and t not in due_therapies(facts, k)]
+
+
+def due_therapies(facts: Facts, k: Knowledge) -> list[Therapy]:
+    """Dose-by-dose drugs whose next dose is due or late (not a finished course: a romosozumab course of
+    its full number of doses has ended)."""
+    limit = int(k.number("romosozumab_max_doses"))
+    return [t for t in facts.therapies.values() if t.drug_class in k.therapy_classes and t.due
+            and not (t.drug_class == "anabolic_sclerostin" and len(t.doses) >= limit)]
 
 
 def _uses_t_score(facts: Facts, k: Knowledge, age: int, sex: str) -> tuple[bool, str]:
@@ -166,7 +176,8 @@ def interpret(facts: Facts, k: Knowledge) -> Interpretation:
     fractures = [e for e in events if e.counted]
     interp = Interpretation(method="undetermined", group="", age_at_exam=None, exam=exam,
                             active_therapies=active_therapies(facts, k),
-                            previous_therapies=previous_therapies(facts, k), fractures=fractures,
+                            previous_therapies=previous_therapies(facts, k),
+                            due_therapies=due_therapies(facts, k), fractures=fractures,
                             fractures_not_counted=[e for e in events if not e.counted])
     for f in fractures:
         on = _fracture_on_therapy(f, facts, k)

@@ -62,6 +62,8 @@ def therapy_state(interp: Interpretation, facts: Facts, k: Knowledge) -> Therapy
             state.course_notes[d] = [f"{words}; {extra}"]
     for drug, ref in facts.do_not_perform.items():
         state.never_offer[drug] = f"an order not to give it is in force ({ref}, doNotPerform)"
+    if interp.due_therapies and not interp.active_therapies:
+        state.suppress_plan = "dose due"  # the therapy-management card says to give the dose
     holds = [t for t in facts.therapies.values() if t.drug_class in k.therapy_classes and t.on_hold_since
              and not t.on_therapy]
     if holds and not interp.active_therapies:
@@ -103,7 +105,7 @@ def _holiday(interp: Interpretation, facts: Facts, k: Knowledge) -> Holiday | No
     elif not hips:
         why_not.append("the latest DXA has no total hip or femoral neck T-score")
     else:
-        low = [s for s in hips if s.value <= t_cut]
+        low = sorted((s for s in hips if s.value <= t_cut), key=lambda s: s.value)
         if low:
             why_not.append(f"hip T-score {fmt(low[0].value)} at the {low[0].site_label} ({low[0].date.isoformat()}) "
                            f"is at or below {fmt(t_cut)}")
@@ -125,14 +127,14 @@ def _holiday(interp: Interpretation, facts: Facts, k: Knowledge) -> Holiday | No
         reassess += [f"new fracture during the holiday: {f.display} ({f.when})" for f in new]
         ends = True
     if interp.exam and interp.exam.date > since:
-        low = [s for s in hips if s.value <= t_cut]
+        low = sorted((s for s in hips if s.value <= t_cut), key=lambda s: s.value)
         if low:
             reassess.append(f"hip T-score {fmt(low[0].value)} on {low[0].date.isoformat()}, during the holiday")
             ends = True
     holiday_years = years_between(since, facts.as_of)
     if holiday_years >= _n(k, "holiday_reassess_years"):
         reassess.append(f"{holiday_years:.1f} years since the last dose stopped covering "
-                        f"({_n(k, 'holiday_reassess_years'):g} at the latest)")
+                        f"(reassess at {_n(k, 'holiday_reassess_years'):g} years at the latest)")
     if reassess:
         return Holiday("reassess", drugs, years, since, reassess, ends)
     if why_not:
@@ -267,7 +269,8 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
                     else f"{top:g} years reached: switch (e.g. to denosumab or an anabolic) or reassess with a specialist")
             out.append(Management(
                 "continue-bisphosphonate", "info",
-                f"Continue {h.drugs}: drug holiday not advised ({'; '.join(h.reasons)})"[:139],
+                f"Continue {h.drugs} ({h.years:.1f} years): a drug holiday is not advised" if h.years < top
+                else f"{h.drugs.capitalize()} for {h.years:.1f} years: switch or reassess; a drug holiday is not advised",
                 [head, "A drug holiday is not advised: " + "; ".join(h.reasons) + f". Advice: {what} (ASBMR 2016, ES-2019)."],
                 g, continue_drug=bis[0].drug))
         elif h.state == "in_progress":
@@ -296,10 +299,31 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
             state.history.append(f"bisphosphonate stopped {h.since.isoformat() if h.since else ''} after "
                                  f"{h.years:.1f} years: a drug holiday is not advised ({'; '.join(h.reasons)}); "
                                  "resume or switch")
-    # zoledronic acid and IV ibandronate: a creatinine before each dose (rules §6.1)
+    # a yearly or 3-monthly infusion whose next dose is due, when no holiday is in question: give it
     days = int(_n(k, "iv_dose_creatinine_days"))
+    carded: set[str] = set()
+    for t in interp.due_therapies:
+        if t.drug_class != "iv_bisphosphonate" and t.drug != "ibandronate" or t.drug in stopping:
+            continue
+        if h is not None and h.state in ("advise", "in_progress", "reassess"):
+            continue
+        last = t.last_dose
+        assert last is not None and t.covered_until is not None
+        due = t.covered_until + timedelta(days=1)
+        creatinine = _recent_creatinine(facts, days)
+        carded.add(t.drug)
+        out.append(Management(
+            "dose-due", "info",
+            f"{t.label.capitalize()} next dose due {due.isoformat()} (last {last.isoformat()}): give it"
+            + ("" if creatinine else f"; creatinine first (none in {days} days)"),
+            [f"{t.describe()}.", f"The last dose covered to {t.covered_until.isoformat()}; the course continues with the "
+             "next dose. " + (f"Creatinine: {creatinine}." if creatinine else
+                              f"A creatinine within {days} days before each dose is needed (labels); none is on record.")],
+            ["LABELS", "ES-2019"], continue_drug=t.drug, dose_order=t.drug in k.treatment["regimens"],
+            lab_loinc=None if creatinine else "2160-0"))
+    # zoledronic acid and IV ibandronate: a creatinine before each dose (rules §6.1)
     for t in facts.therapies.values():
-        if t.mode != "dose" or t.drug_class != "iv_bisphosphonate" and t.drug != "ibandronate":
+        if t.mode != "dose" or t.drug_class != "iv_bisphosphonate" and t.drug != "ibandronate" or t.drug in carded:
             continue
         if h is not None and h.state in ("advise", "in_progress"):
             continue  # a holiday is advised: no next dose to prepare for
@@ -311,9 +335,7 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
             continue  # long past: not a dose being prepared
         if (due - facts.as_of).days > days:
             continue
-        recent = [x for a in ("creatinine", "egfr") for x in facts.labs.get(a, [])
-                  if 0 <= (facts.as_of - x.date).days <= days]
-        if recent:
+        if _recent_creatinine(facts, days):
             continue
         out.append(Management(
             "iv-dose-creatinine", "info",
@@ -322,6 +344,14 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
              "dose is needed (labels: renal toxicity, no dose below a clearance of 35 mL/min)."], ["LABELS"],
             lab_loinc="2160-0"))
     return out
+
+
+def _recent_creatinine(facts: Facts, days: int) -> str | None:
+    recent = [x for a in ("creatinine", "egfr") for x in facts.labs.get(a, []) if 0 <= (facts.as_of - x.date).days <= days]
+    if not recent:
+        return None
+    x = max(recent, key=lambda x: x.date)
+    return f"{x.label} {x.original} on {x.date.isoformat()} ({x.resource})"
 
 
 def _anabolics(interp: Interpretation, facts: Facts, k: Knowledge, state: TherapyState,

@@ -220,6 +220,16 @@ class Therapy:
         return self.covered
 
     @property
+    def due(self) -> bool:
+        """A dose-by-dose drug whose last dose has stopped covering, with no stop recorded, within one more
+        interval: the next dose is due (or late), not a course that ended."""
+        if self.mode != "dose" or self.covered or self.stopped_on is not None or not self.doses:
+            return False
+        cover = (self.doses[-1].end - self.doses[-1].start).days + 1
+        until = self.covered_until
+        return until is not None and (self.as_of - until).days <= cover
+
+    @property
     def previously_treated(self) -> bool:
         return not self.covered and bool(self.exposures)
 
