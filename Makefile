@@ -60,6 +60,7 @@ test-fast: install
 
 samples: install
 	$(BIN)/python -m fhir_samples.scenarios
+	$(BIN)/python -m fhir_samples.therapy
 
 # rebuild the packaged value sets (cds_service/knowledge/valuesets/) from terminology/sources/ by the
 # recipe terminology/concepts.yaml; see terminology/README.md
