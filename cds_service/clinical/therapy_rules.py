@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from ..knowledge import Knowledge
+from .facts.model import DOSE_UNCERTAIN, SUPPLY_ASSUMED
 from .facts import DAYS_PER_MONTH, Facts, Therapy, months_after, months_between, years_between
 from .interpretation import Interpretation, fmt
 
@@ -39,6 +40,10 @@ class TherapyState:
     history: list[str] = field(default_factory=list)  # "previously treated: alendronate 2014-2020, 6.1 years"
     course_notes: dict[str, list[str]] = field(default_factory=dict)  # drug → what its history says of a new course
     never_offer: dict[str, str] = field(default_factory=dict)  # drug → why it is not offered again
+
+
+def facts_rules(k: Knowledge) -> dict:
+    return k.raw["medications"]["therapy"]
 
 
 def _n(k: Knowledge, key: str) -> float:
@@ -421,30 +426,33 @@ def _records_to_confirm(interp: Interpretation, facts: Facts, k: Knowledge) -> l
     for t in facts.therapies.values():
         if t.drug_class not in k.therapy_classes:
             continue
-        lines, warn = [], False
+        found: list[tuple[str, str, bool]] = []  # (what, the whole line, a warning)
         if t.no_supply_since is not None:
-            lines.append(f"{t.label}: ordered, no supply since {t.no_supply_since.isoformat()} (no fill or "
-                         "administration within the order's supply and 60 days): check adherence and whether it is "
-                         "still being taken")
-            warn = True
+            found.append((f"ordered, no supply since {t.no_supply_since.isoformat()}",
+                          "no fill or administration within the order's supply and 60 days: check adherence and "
+                          "whether it is still being taken", True))
         if t.on_hold_since is not None and not t.on_therapy:
-            lines.append(f"{t.label}: order on hold since {t.on_hold_since.isoformat()}: not counted as current therapy")
+            found.append((f"order on hold since {t.on_hold_since.isoformat()}", "not counted as current therapy",
+                          False))
         if t.unverified:
-            lines.append(f"{t.label}: unverified (a statement asserted "
-                         f"{(t.unverified[0].asserted or t.unverified[0].start).isoformat()} with no order, fill or "  # type: ignore[union-attr]
-                         "administration behind it): confirm with the patient")
+            asserted = t.unverified[0].asserted or t.unverified[0].start
+            found.append(("unverified", f"a statement asserted {asserted.isoformat() if asserted else '?'} with no "
+                          "order, fill or administration behind it: confirm with the patient", False))
         if t.not_taken is not None:
-            lines.append(f"{t.label}: the patient is not taking it (statement {t.not_taken.resource}, "
-                         f"{t.not_taken.start.isoformat()}) although an order is active: review the order")  # type: ignore[union-attr]
-            warn = True
+            found.append(("the patient is not taking it", f"statement {t.not_taken.resource} "
+                          f"({t.not_taken.start.isoformat() if t.not_taken.start else '?'}) although an order was "
+                          "active: review the order", True))
         for note in t.notes:
-            lines.append(f"{t.label}: {note}")
-            warn = warn or note.startswith("dose uncertain")
-        if not lines:
+            if note == DOSE_UNCERTAIN:
+                found.append((note, "an administration was stopped: the dose may have been partly given", True))
+            elif note == SUPPLY_ASSUMED:
+                days = int(facts_rules(k)["dispense_default_days"]["value"])
+                found.append((note, f"{days} days: a fill gives no days' supply or countable quantity", False))
+        if not found:
             continue
-        what = lines[0].split(": ", 1)[1].split(" (")[0]
+        lines = [f"{t.label}: {what}" + (f" ({why})" if why != what else "") for what, why, _ in found]
         out.append(Management(
-            "records-to-confirm", "warning" if warn else "info",
-            f"{t.label.capitalize()} record to confirm: {what}"[:140],
+            "records-to-confirm", "warning" if any(w for _, _, w in found) else "info",
+            f"{t.label.capitalize()} record to confirm: {found[0][0]}"[:140],
             lines + [f"Records: {t.describe()}."], ["LABELS"]))
     return out

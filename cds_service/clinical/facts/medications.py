@@ -13,7 +13,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from .model import (DAYS_PER_MONTH, DRUG_MEMO_SIZE, DRUG_MEMO_TEXT, Facts, Ignored, MedicationFact, _codings,
+from .model import (DAYS_PER_MONTH, DOSE_UNCERTAIN, DRUG_MEMO_SIZE, SUPPLY_ASSUMED, DRUG_MEMO_TEXT, Facts, Ignored, MedicationFact, _codings,
                     _display, _number, _ref, _text_of, parse_date)
 
 KIND = {"MedicationRequest": "request", "MedicationStatement": "statement",
@@ -144,12 +144,21 @@ class MedicationReader:
         if self._other_patient(med, facts):
             return
         d = self.k.drugs[drug]
-        display = _display(concept) or d.label
+        display = _display(concept) or next(
+            (h.code.display for c in _codings(concept) for h in self.k.lookup(c.get("system"), c.get("code"))
+             if h.code.display), d.label)  # a record coded only: its code's name in the value set
         status = med.get("status")
         if not isinstance(status, str) or status not in self._fhir_statuses[rtype]:
             facts.ignored.append(Ignored(ref, f"{d.label}: status {status if isinstance(status, str) else 'missing'!r} "
                                               f"is not a FHIR R4 {rtype} status"))
             return
+        if d.drug_class == "glucocorticoid":
+            # a record coded only: the value set's name for its code gives the words (ingredient, strength, form)
+            named = [h.code.display for c in _codings(concept) for h in self.k.lookup(c.get("system"), c.get("code"))
+                     if h.code.display]
+            if named:
+                concept = {**concept, "text": " ".join([_text_of(concept)] + named)} if isinstance(concept, dict) \
+                    else {"text": " ".join(named)}
         if d.drug_class == "glucocorticoid" and self._gc_not_counted.search(_text_of(concept)):
             facts.ignored.append(Ignored(ref, f"{display}: not a systemic glucocorticoid counted for bone health "
                                               "(fludrocortisone, inhaled, nasal and topical steroids are not)"))
@@ -284,8 +293,7 @@ class MedicationReader:
         if when is None:
             facts.ignored.append(Ignored(ref, f"{label}: administration without a date"))
             return None
-        note = "dose uncertain, confirm (the administration was stopped)" \
-            if status in self._med_rules["administration_uncertain"] else None
+        note = DOSE_UNCERTAIN if status in self._med_rules["administration_uncertain"] else None
         if dose_drug:
             return MedicationFact(**base, start=when, dose=True, note=note)
         days = self._dose_days(base["drug"], med)
@@ -309,7 +317,7 @@ class MedicationReader:
             days = self._quantity_days(base["drug"], med)
         if days is None:
             days = float(self._med_rules["dispense_default_days"])
-            note = f"supply assumed ({days:g} days: the fill gives no days' supply or countable quantity)"
+            note = SUPPLY_ASSUMED
         days = max(int(round(days)), 1)
         return MedicationFact(**base, start=when, end=when + timedelta(days=days - 1), note=note, supply_days=days)
 

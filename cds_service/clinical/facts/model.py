@@ -32,6 +32,10 @@ def parse_date(value: Any) -> date | None:
         return None
 
 
+# what a medication record leaves uncertain (rules §6.1): the notes a timeline carries
+DOSE_UNCERTAIN = "dose uncertain, confirm"  # a stopped administration: the dose may have been partly given
+SUPPLY_ASSUMED = "supply assumed"  # a fill with no days' supply or countable quantity
+
 DAYS_PER_MONTH = 30.4375  # the mean Gregorian month: months here are spans, not calendar months
 DAYS_PER_YEAR = 365.25
 
