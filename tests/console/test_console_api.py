@@ -145,3 +145,44 @@ def test_markdown_renders_details_and_never_passes_html(console):
 def test_markdown_rejects_bad_input(console, body):
     r = console.post("/console/api/markdown", json=body)
     assert r.status_code == 400 and r.get_json()["error"]
+
+
+# -- medication histories and the therapy timeline (rules §6.1) ----------------------------------------
+def therapy_case(case_id: str) -> dict:
+    from fhir_samples import therapy
+
+    return therapy.build(case_id, date.today())
+
+
+def test_samples_list_the_medication_histories(console):
+    from fhir_samples import therapy
+
+    histories = console.get("/console/api/samples").get_json()["histories"]
+    assert [h["id"] for h in histories] == [c.id for c in therapy.CASES]
+    assert all(h["title"] for h in histories)
+
+
+def test_request_for_a_history_shows_the_timeline_the_rules_read(console):
+    r = console.post("/console/api/request", json={"history": "therapy-01-denosumab-on-schedule"})
+    assert r.status_code == 200, r.get_json()
+    data = r.get_json()
+    assert data["request"]["prefetch"]["medicationAdministrations"]["entry"]
+    [dmab] = [d for d in data["therapies"]["drugs"] if d["drug"] == "denosumab"]
+    assert dmab["state"] == "on therapy" and dmab["mode"] == "dose"
+    bundle = therapy_case("therapy-01-denosumab-on-schedule")
+    given = sorted(e["resource"]["effectiveDateTime"][:10] for e in bundle["entry"]
+                   if e["resource"]["resourceType"] == "MedicationAdministration")
+    assert dmab["doses"] == len(given) == 6 and dmab["last_dose"] == given[-1] and dmab["first"] == given[0]
+    assert all(e["dose"] for e in dmab["exposures"]) and len(dmab["exposures"]) == 6
+
+
+def test_request_for_a_history_lists_medication_records_not_used(console):
+    data = console.post("/console/api/request", json={"history": "therapy-50-unreadable-medication-records"}).get_json()
+    reasons = " ".join(n["reason"] for n in data["therapies"]["not_used"])
+    assert "not a FHIR R4 MedicationRequest status" in reasons and "without a date" in reasons
+
+
+@pytest.mark.parametrize("history", ["therapy-99-none", 3, None, ""])
+def test_an_unknown_history_is_a_400(console, history):
+    r = console.post("/console/api/request", json={"history": history})
+    assert r.status_code == 400 and "history" in r.get_json()["error"]

@@ -162,3 +162,31 @@ def test_a_pasted_bundle_is_shown_as_text_and_a_card_can_be_dismissed(console_se
     wait.until(lambda d: "dismissed" in card.get_attribute("class"))
     assert card.find_element(By.CSS_SELECTOR, ".dismiss .feedback-msg").text == "Feedback recorded"
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_a_medication_history_shows_its_therapy_timeline(console_service, browser, tmp_path):
+    """Rules §6.1 in the console: a denosumab history given dose by dose shows the timeline the rules read
+    (state, doses, last dose) above the cards, and the cards say the patient is on denosumab."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(console_service.url + "/console/")
+    btn = wait.until(EC.element_to_be_clickable(
+        (By.CSS_SELECTOR, '#histories .patient-btn[data-history="therapy-01-denosumab-on-schedule"]')))
+    btn.click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cards article.card")) > 0)
+    row = browser.find_element(By.CSS_SELECTOR, '#therapy tr[data-drug="denosumab"]')
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[0] == "denosumab (dose by dose)" and cells[1] == "on therapy" and cells[5] == "6", cells
+    summaries = [s.text for s in browser.find_elements(By.CSS_SELECTOR, "#cards .summary")]
+    assert any("on denosumab" in s for s in summaries), summaries
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1360, min(max(height + 40, 1000), 6000))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "console-therapy.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000

@@ -63,12 +63,26 @@
         el("span", { class: "pid", text: s.patient }),
         el("span", { class: "ptitle", text: s.number + ". " + s.title }));
       btn.addEventListener("click", () => {
-        for (const b of list.querySelectorAll(".patient-btn")) b.classList.remove("selected");
+        for (const b of document.querySelectorAll(".patient-btn")) b.classList.remove("selected");
         btn.classList.add("selected");
         openChart({ sample: s.number });
       });
       list.append(el("li", {}, btn));
     }
+    const histories = data.histories || [];
+    const hlist = $("histories");
+    for (const h of histories) {
+      const btn = el("button", { type: "button", class: "patient-btn", "data-history": h.id },
+        el("span", { class: "pid", text: h.id }),
+        el("span", { class: "ptitle", text: h.title }));
+      btn.addEventListener("click", () => {
+        for (const b of document.querySelectorAll(".patient-btn")) b.classList.remove("selected");
+        btn.classList.add("selected");
+        openChart({ history: h.id });
+      });
+      hlist.append(el("li", {}, btn));
+    }
+    $("histories-section").hidden = !histories.length;
   }
 
   function runPasted() {
@@ -90,7 +104,7 @@
   async function openChart(body) {
     const mine = ++run;
     status("Building the hook request…");
-    for (const id of ["banner", "chart-panel", "cards-panel", "request-panel"]) $(id).hidden = true;
+    for (const id of ["banner", "chart-panel", "therapy-panel", "cards-panel", "request-panel"]) $(id).hidden = true;
     const r = await postJson(API + "request", body);
     if (mine !== run) return;
     if (!r.ok) { status("Cannot build the request: " + errorText(r), true); return; }
@@ -103,6 +117,8 @@
     $("request-panel").hidden = false;
     drawChart(r.data.tscores || []);
     $("chart-panel").hidden = false;
+    drawTherapy(r.data.therapies || { drugs: [], not_used: [] });
+    $("therapy-panel").hidden = false;
 
     status("Calling POST /cds-services/" + service + "…");
     const hook = await postJson("../cds-services/" + encodeURIComponent(service), req);
@@ -263,6 +279,41 @@
     fb.textContent = "Feedback not recorded: " + errorText(r);
     fb.className = "feedback-msg fail";
     return false;
+  }
+
+  // ---- therapy timeline (rules §6.1) -------------------------------------------------------
+  function drawTherapy(t) {
+    const box = $("therapy");
+    box.replaceChildren();
+    if (!t.drugs.length && !t.not_used.length) {
+      box.append(el("p", { class: "chart-empty", text: "No medication records the rules read." }));
+      return;
+    }
+    if (t.drugs.length) {
+      const table = el("table", { class: "therapy-table" });
+      table.append(el("thead", {}, el("tr", {}, ...["Drug", "State", "Given", "First", "Last dose", "Doses",
+        "Months covered", "Records"].map((h) => el("th", { text: h })))));
+      const tbody = el("tbody");
+      for (const d of t.drugs) {
+        const recs = d.records.map((r) => r.kind + " " + r.status).join(", ");
+        tbody.append(el("tr", { "data-drug": d.drug },
+          el("td", { text: d.drug + (d.mode === "dose" ? " (dose by dose)" : "") }),
+          el("td", { class: "state", text: d.state + (d.notes.length ? " — " + d.notes.join("; ") : "") }),
+          el("td", { text: d.period }),
+          el("td", { text: d.first || "" }),
+          el("td", { text: d.last_dose || "" }),
+          el("td", { text: String(d.doses) }),
+          el("td", { text: String(d.months) }),
+          el("td", { class: "records", text: recs })));
+      }
+      table.append(tbody);
+      box.append(table);
+    }
+    if (t.not_used.length) {
+      const ul = el("ul", { class: "not-used" });
+      for (const n of t.not_used) ul.append(el("li", { text: n.resource + ": " + n.reason }));
+      box.append(el("p", { class: "hint", text: "Medication records not used:" }), ul);
+    }
   }
 
   // ---- T-score chart (inline SVG) ----------------------------------------------------------
