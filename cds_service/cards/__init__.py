@@ -30,7 +30,15 @@ def _prune(value: Any) -> Any:
 
 
 def shorten(text: str, limit: int = SUMMARY_MAX) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    """The text within ``limit`` characters: whole, else cut at the last word boundary (never mid-word),
+    without a dangling separator, and an ellipsis."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    cut = max(head.rfind(" "), head.rfind("("))
+    if cut > limit // 2:
+        head = head[:cut]
+    return head.rstrip(" ,;:(-–—") + "…"
 
 
 def citations(k: Knowledge, keys: Iterable[str]) -> str:

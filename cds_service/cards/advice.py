@@ -1,6 +1,7 @@
 """Cards for treatment, safety, therapy management, monitoring and supportive care."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..clinical.advice import Advice, Finding, TreatmentPlan
@@ -10,6 +11,9 @@ from ..knowledge import Knowledge
 from . import card, suggestion
 from .interpretation import data_notes
 from .resources import medication_request, service_request
+
+
+REF_TAIL = re.compile(r"\s*\((?:[A-Z][A-Za-z]+/[^()]*(?:, )?)+\)\s*$")  # " (Observation/x, Observation/y)"
 
 
 def _label(k: Knowledge, drug: str) -> str:
@@ -48,6 +52,9 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
         "Osteoporosis" if advice.interp.diagnosis == "osteoporosis" else "Low bone mass with high FRAX")
     names = [_label(k, d) for d in plan.offered]
     untreated = "previously treated, none now" if plan.history else "untreated"
+    if plan.replacing:
+        untreated = f"{' and '.join(plan.replacing)} contraindicated"
+
     if plan.offered:
         first = [n for d, n in zip(plan.offered, names) if d in k.treatment["options"][plan.level]["first"]]
         if plan.level == "very_high" and first:
@@ -60,7 +67,10 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
         blockers = dict.fromkeys(_lower(titles.get(f.id, f.message)) for fs in plan.not_offered.values() for f in fs)
         summary = f"{risk}: {leads.summary}" if leads else \
             f"{risk}, {untreated}: no drug can start yet; first correct {' and '.join(blockers)}"
-    if plan.history:
+    if plan.replacing:
+        lines = [f"**{risk}: {' and '.join(plan.replacing)}, being taken, is contraindicated** (stop or hold it: see the "
+                 "safety card). Treatment is still indicated: choose another drug.", ""]
+    elif plan.history:
         lines = [f"**{risk}, no current osteoporosis therapy.** Pharmacological treatment is indicated.", "",
                  "**Previously treated** (rules §6.1: from the orders, statements, fills and administrations on record)",
                  ""] + [f"- {h}" for h in plan.history] + [""]
@@ -109,7 +119,11 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
 
 
 def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, Any]]:
-    relevant_treatment = advice.treatment is not None or bool(advice.interp.active_therapies)
+    # a drug is being chosen, taken, or given at a dose that is due (rules §6.1: the drug being taken is checked
+    # too; a denosumab dose due with eGFR below 30 needs its calcium warnings)
+    given = {t.drug for t in advice.interp.active_therapies} | {t.drug for t in advice.interp.due_therapies} | \
+        {m.continue_drug for m in advice.management if m.continue_drug} | {d for m in advice.management for d in m.suggest}
+    relevant_treatment = advice.treatment is not None or bool(given)
     groups: dict[str, list[Finding]] = {}
     for f in advice.findings:
         if f.always_card:
@@ -120,7 +134,7 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
         plan = advice.treatment
         if f.summary and plan is not None and not plan.offered and any(f in fs for fs in plan.not_offered.values()):
             continue  # the treatment card says it, in its summary: one card
-        taken = not f.start_only and any(m.drug in f.blocks for m in advice.interp.active_therapies)
+        taken = not f.start_only and any(d in f.blocks or d in f.warns for d in given)
         if f.kind == "contraindication" and not f.warns and advice.treatment is None and not taken:
             continue  # nothing is being chosen or to be stopped: a pure block is not news
         if f.kind == "secondary_cause" and advice.interp.diagnosis not in k.care_diagnoses:
@@ -152,12 +166,23 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
             guidelines.append("ES-2011")
         summary = capitalised(title)
         if evidence:
-            summary = f"{summary}: {evidence[0].split(' (')[0]}"
+            summary = f"{summary}: {_without_ref(evidence[0])}"
+        stopped = [t for t in advice.interp.active_therapies if contra and not contra.start_only
+                   and not contra.stops_current and t.drug in contra.blocks]
+        if stopped and evidence:  # the part that matters first: the drug being taken and why
+            t = stopped[0]
+            what = "correct this before the next dose" if t.drug == "denosumab" else "stop or hold it"
+            summary = f"{capitalised(t.label)} being taken is contraindicated ({what}): {_without_ref(evidence[0])}"
         indicator = "critical" if any(f.indicator == "critical" for f in fs) else "warning"
         cards.append(card(k, topic="safety", indicator=indicator, summary=summary,
                           detail="\n".join(lines) + data_notes(facts), guidelines=guidelines,
                           suggestions=suggestions or None, selection_behavior="at-most-one" if suggestions else None))
     return cards
+
+
+def _without_ref(evidence: str) -> str:
+    """An evidence line without its trailing resource reference: "eGFR 25 ... on 2026-11-18"."""
+    return REF_TAIL.sub("", evidence)
 
 
 def _taken_lines(contra: Finding | None, advice: Advice, k: Knowledge) -> list[str]:
@@ -181,7 +206,13 @@ def management_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[st
     for m in advice.management:
         lines = [f"**{m.summary}**", ""] + [f"- {x}" for x in m.lines]
         sugg = []
-        if m.continue_drug and m.dose_order:
+        if m.continue_drug and m.held and m.continue_drug in k.treatment["regimens"] and m.kind.startswith("denosumab"):
+            reg = k.treatment["regimens"][m.continue_drug]
+            sugg.append(suggestion(f"{_label(k, m.continue_drug).capitalize()}: the dose to give once corrected",
+                                   [{"type": "create", "description": f"Draft order (give once corrected): {reg['text']}",
+                                     "resource": medication_request(k, m.continue_drug, pid, m.summary)}],
+                                   recommended=False))
+        elif m.continue_drug and m.dose_order:
             reg = k.treatment["regimens"][m.continue_drug]
             sugg.append(suggestion(f"Continue {_label(k, m.continue_drug)}: order the dose that is due",
                                    [{"type": "create", "description": f"Draft order: {reg['text']}",
@@ -190,11 +221,13 @@ def management_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[st
         elif m.continue_drug:
             sugg.append(suggestion(f"Continue {_label(k, m.continue_drug)} (already active; no new order)", [],
                                    recommended=m.kind in ("denosumab-overdue", "denosumab-due") and not m.held))
+        start = m.suggest_from if m.suggest_from and m.suggest_from > facts.as_of else None
         for d in m.suggest:
             reg = k.treatment["regimens"][d]
-            sugg.append(suggestion(_order_label(k, d),
-                                   [{"type": "create", "description": f"Draft order: {reg['text']}",
-                                     "resource": medication_request(k, d, pid, m.summary)}],
+            when = f" (from {start.isoformat()})" if start else ""
+            sugg.append(suggestion(_order_label(k, d) + when,
+                                   [{"type": "create", "description": f"Draft order: {reg['text']}{when}",
+                                     "resource": medication_request(k, d, pid, m.summary, start)}],
                                    recommended=False if m.continue_drug else (d == m.suggest[0])))
         out.append(card(k, topic="therapy-management", indicator=m.indicator, summary=m.summary,
                         detail="\n".join(lines) + data_notes(facts), guidelines=m.guidelines,

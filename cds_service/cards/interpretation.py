@@ -39,12 +39,15 @@ def data_notes(facts: Facts) -> str:
     return ("\n\n**Data not used or not available**\n\n" + "\n".join(lines)) if lines else ""
 
 
-def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge) -> dict[str, Any] | None:
+def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge,
+                        therapy: Any = None) -> dict[str, Any] | None:
+    """``therapy``: the TherapyState of the advice (rules §6.1), when known: a drug holiday in progress is a
+    deliberate pause, not untreated osteoporosis."""
     d = interp.diagnosis
     if d == "no_dxa" and not interp.basis:
         return None
     treated = interp.treated
-    therapy = ", ".join(sorted({m.label for m in interp.active_therapies}))
+    therapy_names = ", ".join(sorted({m.label for m in interp.active_therapies}))
     low = interp.lowest_t
     guidelines = ["WHO-ISCD", "AACE-2020"]
     indicator = "info"
@@ -53,7 +56,10 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge) -> d
         where = f": T-score {fmt(low.value)} at {_where(low)}" if low else ""
         previous = ", ".join(sorted({t.label for t in interp.previous_therapies}))
         due = ", ".join(sorted({t.label for t in interp.due_therapies}))
-        state = f"on {therapy}" if treated else f"{due} dose due or late" if due else (
+        holiday = therapy.holiday if therapy is not None else None
+        paused = holiday is not None and holiday.state == "in_progress" and holiday.since is not None
+        state = f"on {therapy_names}" if treated else f"{due} dose due or late" if due else (
+            f"on a drug holiday ({holiday.drugs}) since {holiday.since.isoformat()}" if paused else
             f"previously treated ({previous}), none now" if previous else "no osteoporosis therapy")
         defining = [f for f in interp.fractures if f.site in ("hip", "vertebral")]
         by_fracture = f" (fracture-defined: {defining[0].site} fragility fracture)" \
@@ -61,12 +67,13 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge) -> d
         summary = f"Osteoporosis{by_fracture}, {risk}{where}" + (f" ({low.date.isoformat()})" if low else "") + f"; {state}"
         if len(summary) > 140:
             summary = f"Osteoporosis{by_fracture}, {risk}; {state}"
-        if not treated:
+        if not treated and not paused and not (due and "denosumab" not in due):
             indicator = "critical" if interp.risk == "very_high" else "warning"
         head = f"**Osteoporosis** — {risk}."
     elif d == "low_bone_mass":
         summary = (f"Low bone mass (osteopenia): T-score {fmt(low.value)} at {_where(low)} "
-                   f"({low.date.isoformat()}); {RISK_TEXT[interp.risk or 'frax_needed']}")
+                   f"({low.date.isoformat()}); {RISK_TEXT[interp.risk or 'frax_needed']}"
+                   + ("; on long-term glucocorticoids" if interp.glucocorticoids else ""))
         head = f"**Low bone mass** (WHO: T-score between {fmt(k.threshold('t_score_normal_min'))} and " \
                f"{fmt(k.threshold('t_score_osteoporosis_max'))}) — {RISK_TEXT[interp.risk or 'frax_needed']}."
         if interp.risk == "frax_high" and not treated:
@@ -104,6 +111,8 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge) -> d
         parts += ["", "No FRAX result is recorded: calculate FRAX; treat when the 10-year hip fracture risk is "
                   f"≥ {k.threshold('frax_hip_treat_percent'):g}% or major osteoporotic fracture risk ≥ "
                   f"{k.threshold('frax_major_treat_percent'):g}%."]
+    if interp.glucocorticoids and interp.risk in ("frax_needed", "frax_low", "frax_high"):
+        parts += ["", k.raw["medications"]["glucocorticoids"]["frax_note"]["value"]]
     if d == "osteoporosis" and interp.who_class and interp.who_class != "osteoporosis" and low:
         parts += ["", f"The current lowest T-score ({fmt(low.value)}) is better, but a diagnosis of osteoporosis "
                   "persists (AACE-2020)."]

@@ -8,6 +8,7 @@ validated shape, into a copy.
 from __future__ import annotations
 
 import json
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
@@ -30,8 +31,17 @@ def _fill(template: str, patient_id: str, reason: str) -> dict[str, Any]:
     return out
 
 
-def medication_request(k: Knowledge, drug: str, patient_id: str, reason: str) -> dict[str, Any]:
-    return _fill(_medication_template(k, drug), patient_id, reason)
+def medication_request(k: Knowledge, drug: str, patient_id: str, reason: str, start: date | None = None) -> dict[str, Any]:
+    """A draft order of the drug's regimen; ``start``: the first dose not before that day (a follow-on
+    timed to when the previous drug stops covering), in the timing's bounds and the dosage text."""
+    out = _fill(_medication_template(k, drug), patient_id, reason)
+    if start is not None:
+        dosage = out["dosageInstruction"][0]
+        repeat = dosage["timing"]["repeat"]
+        if "boundsDuration" not in repeat:  # bounds[x] is one choice: a course length stays as it is
+            repeat["boundsPeriod"] = {"start": start.isoformat()}
+        dosage["text"] = f"{dosage['text']} (first dose on or after {start.isoformat()})"
+    return out
 
 
 def service_request(k: Knowledge, loinc: str, display: str, patient_id: str, reason: str) -> dict[str, Any]:

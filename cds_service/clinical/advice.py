@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Any
 
 from ..knowledge import Knowledge
-from .facts import Facts, Lab, age_on, months_between
+from .facts import Facts, Lab, age_on, months_after, months_between
 from .therapy_rules import TherapyState, manage_therapies, therapy_state
 from .interpretation import Interpretation, fmt
 
@@ -51,6 +51,7 @@ class TreatmentPlan:
     history: list[str] = field(default_factory=list)  # previously treated: what and when (rules §6.1)
     course_notes: dict[str, list[str]] = field(default_factory=dict)  # drug → what its history says of a new course
     never_offer: dict[str, str] = field(default_factory=dict)  # drug → why it is not offered again
+    replacing: list[str] = field(default_factory=list)  # drugs being taken that are contraindicated: to stop
 
     @property
     def handed_over_by(self) -> Finding | None:
@@ -74,6 +75,7 @@ class Management:
     held: bool = False  # the next dose waits for a contraindication to be corrected: "continue" is not recommended
     dose_order: bool = False  # with "continue", a draft order for the dose that is due (rules §6.1)
     lab_loinc: str | None = None  # a lab to order before the next dose (creatinine before an IV bisphosphonate)
+    suggest_from: date | None = None  # the suggested drugs' first dose not before this day (a timed hand-over)
 
 
 @dataclass
@@ -92,6 +94,7 @@ class Advice:
     orders: list[Order]
     monitoring_notes: list[str]
     supportive: list[str]
+    therapy: TherapyState | None = None  # what the medication history says (holiday, hand-over): rules §6.1
 
 
 def _analyte_info(k: Knowledge, key: str) -> dict[str, Any]:
@@ -128,9 +131,10 @@ def cockcroft_gault(creatinine_mg_dl: float, age: int, weight_kg: float, sex: st
 def _lab_age_note(lab: Lab, facts: Facts, k: Knowledge) -> str:
     months = months_between(lab.date, facts.as_of)
     old = f", {int(months)} months old" if months > float(k.threshold("lab_max_age_months")) else ""
+    value = f"{round(lab.value, 2):g}"  # a converted value to two decimals: "creatinine 3.1", not 3.09717
     conv = f" (recorded {lab.original})" if lab.original.replace(" ", "") != f"{lab.value:g}{lab.unit}".replace(" ", "") else ""
     unit = _analyte_info(k, lab.analyte).get("display_unit", lab.unit)
-    return f"{lab.label} {lab.value:g} {unit}{conv} on {lab.date.isoformat()}{old} ({lab.resource})"
+    return f"{lab.label} {value} {unit}{conv} on {lab.date.isoformat()}{old} ({lab.resource})"
 
 
 class Evaluator:
@@ -447,10 +451,24 @@ def missing_labs(facts: Facts, k: Knowledge, entries: list[dict[str, Any]]) -> l
     return missing
 
 
+def stopping_drugs(found: list[Finding]) -> set[str]:
+    """Drugs that a contraindication stops when they are being taken (rules §6.1: never "continue");
+    denosumab is never simply stopped, so only a finding that hands it over (stops_current) stops it."""
+    return {d for f in found if f.kind == "contraindication" and not f.start_only and not f.taken
+            for d in f.blocks if f.stops_current or d != "denosumab"}
+
+
 def plan_treatment(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding],
                    state: TherapyState | None = None) -> TreatmentPlan | None:
     state = state or TherapyState()
-    if interp.treated or not interp.treatment_indicated or state.suppress_plan:
+    stopping = stopping_drugs(found)
+    # a drug being taken that a contraindication stops leaves the patient to be treated with another
+    # (alendronate with a clearance below 35: the card offers what is not blocked), unless the finding
+    # hands bone care over (oncology, a drug complication: its own card says what to do)
+    replacing = [t for t in interp.active_therapies if t.drug in stopping]
+    hands_over = any(f.summary for f in found if f.kind == "contraindication" and set(f.blocks) & {t.drug for t in replacing})
+    still_treated = [t for t in interp.active_therapies if t.drug not in stopping]
+    if still_treated or (interp.treated and hands_over) or not interp.treatment_indicated or state.suppress_plan:
         return None  # on therapy, or a therapy-management card says what to do (a holiday, a hand-over)
     level = "very_high" if interp.risk == "very_high" else "high"
     opt = k.treatment["options"][level]
@@ -476,7 +494,8 @@ def plan_treatment(interp: Interpretation, facts: Facts, k: Knowledge, found: li
     return TreatmentPlan(level, offered, recommended, not_offered, {d: warned[d] for d in offered if d in warned},
                          opt["note"], list(opt["guidelines"]), labs_to_check, list(state.history),
                          {d: v for d, v in state.course_notes.items() if d in offered},
-                         {d: v for d, v in state.never_offer.items() if d in candidates})
+                         {d: v for d, v in state.never_offer.items() if d in candidates},
+                         [t.label for t in replacing])
 
 
 def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding],
@@ -485,8 +504,7 @@ def manage(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Findi
     blocked = {d for f in found for d in f.blocks}
     # the drug being taken is checked too (rules §6.1): a contraindicated one is never "continue"; denosumab
     # is never simply stopped, so its dose reminders stay unless a finding hands it over (stops_current)
-    stopping = {d for f in found if f.kind == "contraindication" and not f.start_only and not f.taken
-                for d in f.blocks if f.stops_current or d != "denosumab"}
+    stopping = stopping_drugs(found)
     active_drugs = {m.drug for m in interp.active_therapies}
     antiresorptive = set(k.treatment["orders"]["antiresorptive_classes"])
     # a subtrochanteric or femoral shaft fracture on an antiresorptive is reviewed for an atypical
@@ -511,7 +529,7 @@ def _fractures_on_therapy(interp: Interpretation, k: Knowledge, blocked: set[str
     for f, m in aff:
         out.append(Management(
             "atypical-femoral-fracture-review", "warning",
-            f"Femoral fracture on {m.label}: review for an atypical femoral fracture"[:140],
+            f"Femoral fracture on {m.label}: review for an atypical femoral fracture",
             [f"{f.site_label} fracture {f.when}: {f.display} ({', '.join(r.fact.resource for r in f.records)}), "
              f"while on {m.display} ({m.resource}{', since ' + m.start.isoformat() if m.start else ''}).",
              "A subtrochanteric or femoral shaft fracture on an antiresorptive may be an atypical femoral fracture: "
@@ -539,7 +557,7 @@ def _fractures_on_therapy(interp: Interpretation, k: Knowledge, blocked: set[str
                      f"{rules.treatment_failure_min} or more fractures); it is very high risk (AACE-2020): "
                      "consider anabolic therapy.")
         guidelines = ["AACE-2020", "IOF-2012"]
-    out.append(Management("fracture-on-therapy", "warning", summary[:140], lines, guidelines, suggest=anabolic))
+    out.append(Management("fracture-on-therapy", "warning", summary, lines, guidelines, suggest=anabolic))
     return out
 
 
@@ -619,14 +637,35 @@ def supportive(interp: Interpretation, facts: Facts, k: Knowledge, plan: Treatme
     return lines
 
 
+def _holiday_dxa(interp: Interpretation, facts: Facts, k: Knowledge, state: TherapyState) -> Order | None:
+    """A drug holiday is reassessed with DXA at 2 years, or now when something says reassess (rules §6.1;
+    ES-2019): the DXA order when none has been done since the holiday began."""
+    h = state.holiday
+    if h is None or h.since is None or h.state not in ("in_progress", "reassess"):
+        return None
+    if interp.exam is not None and interp.exam.date > h.since and h.state == "in_progress":
+        return None
+    due = months_after(h.since, float(k.number("holiday_dxa_years")) * 12)
+    if h.state == "in_progress" and due > facts.as_of:
+        return None
+    if interp.exam is not None and interp.exam.date >= due:
+        return None
+    last = f"last DXA {interp.exam.date.isoformat()}" if interp.exam else "no DXA on record"
+    dxa = k.treatment["repeat_dxa"]
+    return Order(dxa["loinc"], dxa["display"], f"drug holiday since {h.since.isoformat()}: reassess with DXA ({last})")
+
+
 def advise(interp: Interpretation, facts: Facts, k: Knowledge) -> Advice:
     found = findings(facts, k)
     state = therapy_state(interp, facts, k)
     management = manage(interp, facts, k, found, state)  # first: it says when no new treatment is offered
     plan = plan_treatment(interp, facts, k, found, state)
     orders, notes = monitoring(interp, facts, k, plan)
+    dxa = _holiday_dxa(interp, facts, k, state)
+    if dxa and all(o.loinc != dxa.loinc for o in orders):
+        orders.append(dxa)
     for m in management:  # a lab a therapy rule asks for before the next dose (creatinine before IV doses)
         if m.lab_loinc and all(o.loinc != m.lab_loinc for o in orders):
             lab = next(x for x in k.treatment["labs_for_workup"] if x["loinc"] == m.lab_loinc)
             orders.append(Order(m.lab_loinc, lab["display"], m.summary))
-    return Advice(interp, found, plan, management, orders, notes, supportive(interp, facts, k, plan))
+    return Advice(interp, found, plan, management, orders, notes, supportive(interp, facts, k, plan), state)

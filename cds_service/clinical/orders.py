@@ -205,7 +205,7 @@ def _contraindications(order: DraftOrder, facts: Facts, interp: Interpretation, 
     # contraindicated; cautions that bear on its alternatives too (calcium, kidney) stay
     cautions = [f for f in found if order.drug in f.warns and not (blocking and f.not_first)]
     if cautions:
-        out.append(OrderIssue(order, "caution", "warning", f"{order.label}: {cautions[0].message}"[:139],
+        out.append(OrderIssue(order, "caution", "warning", f"{order.label}: {cautions[0].message}",
                               _finding_lines(cautions), list(dict.fromkeys(f.source for f in cautions))))
     return out
 

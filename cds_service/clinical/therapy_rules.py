@@ -31,6 +31,7 @@ class Holiday:
     since: date | None  # the holiday's start: the day the last dose stopped covering
     reasons: list[str] = field(default_factory=list)  # why not advised, or why reassess now
     ends_holiday: bool = False  # a new fracture or a hip T-score at or below −2.5: treatment again
+    records: list[str] = field(default_factory=list)  # each bisphosphonate's timeline, for the card's evidence
 
 
 @dataclass
@@ -65,6 +66,12 @@ def therapy_state(interp: Interpretation, facts: Facts, k: Knowledge) -> Therapy
             f"up to {limit:g} months in a lifetime in all: {limit - months:.0f} months remain."
         for d in ("teriparatide", "abaloparatide"):
             state.course_notes[d] = [f"{words}; {extra}"]
+    for t in facts.therapies.values():
+        if t.not_taken is not None and not t.current and t.drug_class in k.therapy_classes:
+            why = f": {t.not_taken.note}" if t.not_taken.note else ""
+            state.never_offer[t.drug] = (f"the patient is not taking it ({t.not_taken.resource}, "
+                                         f"{t.not_taken.start.isoformat() if t.not_taken.start else '?'}{why}); "
+                                         "review or discontinue the active order instead of ordering it again")
     for drug, ref in facts.do_not_perform.items():
         state.never_offer[drug] = f"an order not to give it is in force ({ref}, doNotPerform)"
     if interp.due_therapies and not interp.active_therapies:
@@ -99,6 +106,7 @@ def _holiday(interp: Interpretation, facts: Facts, k: Knowledge) -> Holiday | No
             and years < _n(k, "oral_bisphosphonate_holiday_years"):
         return None
     drugs = ", ".join(sorted({t.label for t in bis}))
+    records = [t.describe() for t in bis]
     covered = [t for t in bis if t.on_therapy]
     t_cut = float(k.threshold("t_score_osteoporosis_max"))
     first = min(t.first for t in bis if t.first)  # type: ignore[type-var]
@@ -120,7 +128,7 @@ def _holiday(interp: Interpretation, facts: Facts, k: Knowledge) -> Holiday | No
     if interp.risk == "very_high":
         why_not.append("fracture risk is very high (" + "; ".join(interp.risk_reasons[:2]) + ")")
     if covered:
-        return Holiday("continue" if why_not else "advise", drugs, years, None, why_not)
+        return Holiday("continue" if why_not else "advise", drugs, years, None, why_not, records=records)
     since = max((t.ended for t in bis if t.ended), default=None)
     if since is None:
         return None
@@ -138,13 +146,13 @@ def _holiday(interp: Interpretation, facts: Facts, k: Knowledge) -> Holiday | No
             ends = True
     holiday_years = years_between(since, facts.as_of)
     if holiday_years >= _n(k, "holiday_reassess_years"):
-        reassess.append(f"{holiday_years:.1f} years since the last dose stopped covering "
-                        f"(reassess at {_n(k, 'holiday_reassess_years'):g} years at the latest)")
+        reassess.append(f"{holiday_years:.1f} years since the last dose stopped covering; reassess at "
+                        f"{_n(k, 'holiday_reassess_years'):g} years at the latest")
     if reassess:
-        return Holiday("reassess", drugs, years, since, reassess, ends)
+        return Holiday("reassess", drugs, years, since, reassess, ends, records)
     if why_not:
-        return Holiday("not_advised", drugs, years, since, why_not)
-    return Holiday("in_progress", drugs, years, since, [])
+        return Holiday("not_advised", drugs, years, since, why_not, records=records)
+    return Holiday("in_progress", drugs, years, since, [], records=records)
 
 
 def manage_therapies(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding], state: TherapyState,
@@ -154,7 +162,7 @@ def manage_therapies(interp: Interpretation, facts: Facts, k: Knowledge, found: 
     out: list[Management] = []
     out += _denosumab(interp, facts, k, found, state, stopping, blocked)
     out += _bisphosphonates(interp, facts, k, state, stopping, blocked, in_review)
-    out += _anabolics(interp, facts, k, state, blocked)
+    out += _anabolics(interp, facts, k, state, blocked, stopping)
     out += _records_to_confirm(interp, facts, k)
     return out
 
@@ -206,7 +214,10 @@ def _denosumab(interp: Interpretation, facts: Facts, k: Knowledge, found: list[F
     holds = [f.message for f in found if f.kind == "contraindication" and "denosumab" in f.blocks]
     stopped = t.stopped_on is not None and not t.current
     all_blocked = not follow_on
-    resume = "; every bisphosphonate is contraindicated: resume denosumab or refer to a bone specialist" \
+    anabolics = [a.label for a in interp.active_therapies if a.drug_class.startswith("anabolic")]
+    anabolic_note = (f" {', '.join(anabolics).capitalize()} being taken does not hold the rebound (ECTS 2021): it does "
+                     "not replace the denosumab dose or the bisphosphonate.") if anabolics else ""
+    resume = " Every bisphosphonate is contraindicated: resume denosumab or refer to a bone specialist." \
         if all_blocked else ""
     state.suppress_plan = state.suppress_plan or "denosumab"
     if stopped:
@@ -214,30 +225,34 @@ def _denosumab(interp: Interpretation, facts: Facts, k: Knowledge, found: list[F
         return [Management(
             "denosumab-stopping", indicator,
             (f"Denosumab stopped ({t.stopped_on.isoformat()}), last dose {months:.1f} months ago: "  # type: ignore[union-attr]
-             + ("resume it or refer" if all_blocked else "start a bisphosphonate before the rebound"))[:140],
+             + ("resume it or refer" if all_blocked else
+                f"a bisphosphonate from {due.isoformat()}, before the rebound" if due > facts.as_of
+                else "start a bisphosphonate now, before the rebound")),
             [line, timing, f"A record says denosumab was stopped ({t.stopped_on.isoformat()}). Stopping denosumab without "  # type: ignore[union-attr]
              "a follow-on bisphosphonate causes rapid bone loss and multiple vertebral fractures: give zoledronic acid "
-             f"about {interval:g} months after the last dose (ECTS 2021), or start alendronate then" + resume + "."
+             f"about {interval:g} months after the last dose (ECTS 2021), or start alendronate then." + resume
              + (f" More than {overdue:g} months have passed: act now." if months > overdue else "")],
-            guidelines, suggest=follow_on or ["denosumab"])]
+            guidelines, suggest=follow_on or ["denosumab"], suggest_from=due if follow_on else None)]
     if months > overdue:
         give = (f"Correct first: {'; '.join(holds)}; then give the dose without further delay." if holds
                 else "Give the dose now.")
         return [Management(
             "denosumab-overdue", "critical",
             f"Denosumab dose overdue: last dose {months:.1f} months ago; "
-            + ("correct what blocks it, then give it or start a bisphosphonate" if holds
-               else "give it now or start a bisphosphonate"),
+            + ("correct what blocks it, then give it" + ("" if all_blocked else " or start a bisphosphonate") if holds
+               else "give it now" + (" (bisphosphonates contraindicated)" if all_blocked else " or start a bisphosphonate")),
             [timing, f"More than {overdue:g} months since the last dose: bone loss rebounds and multiple vertebral "
              f"fractures can follow. {give} If denosumab is to end, start a bisphosphonate "
-             "(zoledronic acid or alendronate) now; do not simply stop." + resume],
+             "(zoledronic acid or alendronate) now; do not simply stop." + resume + anabolic_note],
             guidelines, suggest=follow_on, continue_drug="denosumab", held=bool(holds), dose_order=not holds)]
     if months >= interval:
         return [Management(
             "denosumab-due", "warning",
-            f"Denosumab dose due now: last dose {months:.1f} months ago (due {due.isoformat()}); give it or start a bisphosphonate",
+            f"Denosumab dose due now: last dose {months:.1f} months ago (due {due.isoformat()}); give it"
+            + (" (bisphosphonates contraindicated)" if all_blocked else " or start a bisphosphonate"),
             [timing, f"The dose is due; after {overdue:g} months bone loss rebounds (multiple vertebral fractures). "
-             "Give it now, or if denosumab is to end, start a bisphosphonate now; do not simply stop." + resume],
+             "Give it now, or if denosumab is to end, start a bisphosphonate now; do not simply stop." + resume
+             + anabolic_note],
             guidelines, suggest=follow_on, continue_drug="denosumab", held=bool(holds), dose_order=not holds)]
     if t.on_therapy:
         state.suppress_plan = state.suppress_plan if state.suppress_plan != "denosumab" else None
@@ -257,12 +272,13 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
     bis = [t for t in interp.active_therapies if t.drug_class in ("oral_bisphosphonate", "iv_bisphosphonate")]
     g = ["ASBMR-2016", "ES-2019"]
     if h is not None:
-        head = f"{h.drugs}: {h.years:.1f} years of bisphosphonate treatment in all."
+        head = (f"{h.drugs}: {h.years:.1f} years of bisphosphonate treatment in all (oral: months covered; zoledronic "
+                f"acid: yearly doses given): {'; '.join(h.records)}.")
         if h.state == "advise" and not any(t.drug in stopping or t.drug in in_review for t in bis):
             low = min(_hip_scores(interp), key=lambda s: s.value)
             out.append(Management(
                 "drug-holiday", "info",
-                f"Consider a bisphosphonate drug holiday: {h.drugs}, {h.years:.1f} years; hip T-score {fmt(low.value)}, no fracture on therapy"[:140],
+                f"Consider a bisphosphonate drug holiday: {h.drugs}, {h.years:.1f} years; hip T-score {fmt(low.value)}, no fracture on therapy",
                 [head, f"Hip T-score {fmt(low.value)} at the {low.site_label} ({low.date.isoformat()}) is above "
                  f"{fmt(float(k.threshold('t_score_osteoporosis_max')))}, no fracture on therapy is recorded and risk is "
                  f"not very high: consider a drug holiday and reassess with DXA at {_n(k, 'holiday_dxa_years'):g} years "
@@ -277,7 +293,7 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
                 f"Continue {h.drugs} ({h.years:.1f} years): a drug holiday is not advised" if h.years < top
                 else f"{h.drugs.capitalize()} for {h.years:.1f} years: switch or reassess; a drug holiday is not advised",
                 [head, "A drug holiday is not advised: " + "; ".join(h.reasons) + f". Advice: {what} (ASBMR 2016, ES-2019)."],
-                g, continue_drug=bis[0].drug))
+                g, continue_drug=bis[0].drug if h.years < top else None))
         elif h.state == "in_progress":
             assert h.since is not None
             dxa = months_after(h.since, _n(k, "holiday_dxa_years") * 12)
@@ -295,7 +311,7 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
                 state.suppress_plan = state.suppress_plan or "holiday"
             out.append(Management(
                 "drug-holiday-reassess", "warning",
-                f"Drug holiday since {h.since.isoformat() if h.since else '?'}: reassess now ({h.reasons[0]})"[:140],
+                f"Drug holiday since {h.since.isoformat() if h.since else '?'}: reassess now ({h.reasons[0]})",
                 [head, "Reassess now: " + "; ".join(h.reasons) + ". "
                  + ("The holiday has ended: restart treatment (options on the treatment card)." if h.ends_holiday
                     else "Repeat DXA and review fracture risk; restart a bisphosphonate or another drug if it has risen.")],
@@ -360,7 +376,7 @@ def _recent_creatinine(facts: Facts, days: int) -> str | None:
 
 
 def _anabolics(interp: Interpretation, facts: Facts, k: Knowledge, state: TherapyState,
-               blocked: set[str]) -> list[Management]:
+               blocked: set[str], stopping: set[str] = frozenset()) -> list[Management]:  # type: ignore[assignment]
     from .advice import Management
 
     out: list[Management] = []
@@ -372,6 +388,16 @@ def _anabolics(interp: Interpretation, facts: Facts, k: Knowledge, state: Therap
     for t in facts.therapies.values():
         if t.drug_class not in ("anabolic_pth", "anabolic_sclerostin") or not t.exposures:
             continue
+        if t.on_therapy and t.drug in stopping:
+            # a contraindication stops it mid-course: the course ends now, and an antiresorptive follows (rules §6.1)
+            state.suppress_plan = state.suppress_plan or "anabolic"
+            out.append(Management(
+                "anabolic-stopping", "critical",
+                f"{t.label.capitalize()} is contraindicated and is to stop: start an antiresorptive now",
+                [f"{t.describe()}.", "A contraindication applies to it now (safety card): stop it. An anabolic course that "
+                 f"ends, whatever its length, is followed by an antiresorptive within {followon:g} months, or the bone "
+                 "gained is lost (ACR 2022, ES-2019)."], g, suggest=antiresorptives))
+            continue
         if t.on_therapy:
             if t.drug_class == "anabolic_pth":
                 months = sum(x.cumulative_months for x in facts.therapies.values() if x.drug_class == "anabolic_pth")
@@ -380,7 +406,7 @@ def _anabolics(interp: Interpretation, facts: Facts, k: Knowledge, state: Therap
                     out.append(Management(
                         "anabolic-complete", "warning",
                         f"Teriparatide/abaloparatide for {months:.0f} months: course complete ({limit:g} months), "
-                        "transition to an antiresorptive"[:140],
+                        "transition to an antiresorptive",
                         [f"{t.describe()}; {months:.0f} months in a lifetime (teriparatide and abaloparatide summed).",
                          k.treatment["courses"]["pth_beyond_limit"]["value"],
                          "Follow with an antiresorptive without a gap to keep the gain."], g, suggest=antiresorptives))
@@ -407,7 +433,7 @@ def _anabolics(interp: Interpretation, facts: Facts, k: Knowledge, state: Therap
             complete = state.course_notes.get(t.drug, [""])[0]
         out.append(Management(
             "anabolic-ended", "warning",
-            f"{t.label.capitalize()} course ended {end.isoformat()} with no antiresorptive: start an antiresorptive now"[:140],
+            f"{t.label.capitalize()} course ended {end.isoformat()} with no antiresorptive: start an antiresorptive now",
             [f"{t.period_text()} ({t.describe()}).", *([complete] if complete else []),
              f"No antiresorptive was started within {followon:g} months of the end of the anabolic course: the bone "
              "gained is lost without one. Start an antiresorptive now (ACR 2022, ES-2019)."]
@@ -436,15 +462,17 @@ def _records_to_confirm(interp: Interpretation, facts: Facts, k: Knowledge) -> l
                           False))
         if t.unverified:
             asserted = t.unverified[0].asserted or t.unverified[0].start
-            found.append(("unverified", f"a statement asserted {asserted.isoformat() if asserted else '?'} with no "
-                          "order, fill or administration behind it: confirm with the patient", False))
+            found.append((f"unverified (reported {asserted.isoformat() if asserted else '?'}, no order or fill since)",
+                          "a statement with no order, fill or administration behind it: confirm with the patient",
+                          False))
         if t.not_taken is not None:
             found.append(("the patient is not taking it", f"statement {t.not_taken.resource} "
                           f"({t.not_taken.start.isoformat() if t.not_taken.start else '?'}) although an order was "
                           "active: review the order", True))
         for note in t.notes:
             if note == DOSE_UNCERTAIN:
-                found.append((note, "an administration was stopped: the dose may have been partly given", True))
+                found.append((note, "an administration was stopped: the dose may have been partly given; confirm "
+                                    "how much was given", True))
             elif note == SUPPLY_ASSUMED:
                 days = int(facts_rules(k)["dispense_default_days"]["value"])
                 found.append((note, f"{days} days: a fill gives no days' supply or countable quantity", False))
@@ -453,6 +481,6 @@ def _records_to_confirm(interp: Interpretation, facts: Facts, k: Knowledge) -> l
         lines = [f"{t.label}: {what}" + (f" ({why})" if why != what else "") for what, why, _ in found]
         out.append(Management(
             "records-to-confirm", "warning" if any(w for _, _, w in found) else "info",
-            f"{t.label.capitalize()} record to confirm: {found[0][0]}"[:140],
+            f"{t.label.capitalize()} record to confirm: {found[0][0]}",
             lines + [f"Records: {t.describe()}."], ["LABELS"]))
     return out

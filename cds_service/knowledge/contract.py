@@ -191,7 +191,7 @@ CONTRACT: dict[str, dict[str, Kind]] = {
         **_entries({"equivalents": FACTORS, "not_counted_names": TEXTS, "systemic_routes": TEXTS, "local_routes": TEXTS,
                     "systemic_words": SOME_TEXTS, "local_words": SOME_TEXTS, "min_daily_mg": NUMBER, "min_days": INT,
                     "join_gap_days": INT, "very_high_daily_mg": NUMBER, "very_high_days": INT,
-                    "very_high_year_grams": NUMBER}, "glucocorticoids/"),
+                    "very_high_year_grams": NUMBER, "frax_note": TEXT}, "glucocorticoids/"),
     },
     "conditions": {  # fractures: read by Knowledge.fracture_rules (rules §6.3)
         "fractures/source": SOURCE,

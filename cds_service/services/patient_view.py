@@ -39,15 +39,16 @@ def prefetch_templates(k: Knowledge) -> dict[str, str]:
 
 def cards_for(facts: Facts, k: Knowledge, request: dict[str, Any]) -> list[dict[str, Any]]:
     interp = interpret(facts, k)
+    advice = advise(interp, facts, k)
     cards = []
-    c = interpretation_card(interp, facts, k)
+    c = interpretation_card(interp, facts, k, advice.therapy)
     if c:
         cards.append(c)
     elif interp.diagnosis == "no_dxa":
         c = unreadable_dxa_card(facts, k)  # DXA records on file, none usable: never silent (rules §6.4)
         if c:
             cards.append(c)
-    cards += advice_cards(advise(interp, facts, k), facts, k)
+    cards += advice_cards(advice, facts, k)
     return cards
 
 

@@ -74,7 +74,10 @@ def test_overdue_denosumab_with_low_calcium_says_correct_first_not_give_now(card
     [m] = [m for m in a.management if m.kind == "denosumab-overdue"]
     assert "Correct first" in " ".join(m.lines) and "Give the dose now" not in " ".join(m.lines)
     [card] = [c for c in cs if c["summary"].startswith("Denosumab dose overdue")]
-    cont = [s for s in card["suggestions"] if s["label"].startswith("Continue denosumab")]
-    assert cont and not cont[0].get("isRecommended")
+    # 8 months after the last dose nothing is "already active": the dose to give once corrected, not recommended
+    assert not [s for s in card["suggestions"] if "already active" in s["label"]]
+    [dose] = [s for s in card["suggestions"] if s["label"].startswith("Denosumab: the dose to give once corrected")]
+    assert not dose.get("isRecommended")
+    assert dose["actions"][0]["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "993452"
     a, _ = cards(*high(statement(DENOSUMAB, months_ago(8))))
     assert "Give the dose now" in " ".join(next(m for m in a.management if m.kind == "denosumab-overdue").lines)

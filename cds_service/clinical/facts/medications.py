@@ -262,7 +262,9 @@ class MedicationReader:
             facts.ignored.append(Ignored(ref, f"{label}: the patient is not taking it (statement not-taken)"))
             if when is None:
                 return None
-            return MedicationFact(**base, start=when, not_taken=True, asserted=asserted)
+            reasons = med.get("statusReason") if isinstance(med.get("statusReason"), list) else []
+            why = "; ".join(t for t in (_display(r) for r in reasons) if t)[:200] or None
+            return MedicationFact(**base, start=when, not_taken=True, asserted=asserted, note=why)
         if status not in self._med_rules["statement_statuses"]:
             why = {"intended": "a plan, not exposure (statement intended)"}.get(status, f"statement status {status} does not count")
             facts.ignored.append(Ignored(ref, f"{label}: {why}"))

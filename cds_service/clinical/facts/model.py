@@ -33,7 +33,7 @@ def parse_date(value: Any) -> date | None:
 
 
 # what a medication record leaves uncertain (rules §6.1): the notes a timeline carries
-DOSE_UNCERTAIN = "dose uncertain, confirm"  # a stopped administration: the dose may have been partly given
+DOSE_UNCERTAIN = "dose uncertain"  # a stopped administration: the dose may have been partly given
 SUPPLY_ASSUMED = "supply assumed"  # a fill with no days' supply or countable quantity
 
 DAYS_PER_MONTH = 30.4375  # the mean Gregorian month: months here are spans, not calendar months
@@ -266,8 +266,19 @@ class Therapy:
         return self.cumulative_days / DAYS_PER_MONTH
 
     @property
+    def since(self) -> date | None:
+        """The start of the stretch covering the evaluation date (a course restarted after a gap starts
+        again), else None."""
+        span = next((s for s, e in self.spans if s <= self.as_of <= e), None)
+        starts = [r.start for r in self.current if r.start]
+        if span is not None:
+            return span
+        return min(starts) if starts else None
+
+    @property
     def start(self) -> date | None:
-        return self.first
+        """The current course's start when the drug covers the patient, else the first exposure."""
+        return (self.since or self.first) if self.covered else self.first
 
     @property
     def display(self) -> str:
@@ -290,8 +301,11 @@ class Therapy:
             n = len(self.doses)
             parts.append(f"{n} dose{'s' if n != 1 else ''}, last {self.last_dose.isoformat()}")  # type: ignore[union-attr]
         elif self.first:
-            parts.append(f"since {self.first.isoformat()}" if self.covered
+            parts.append(f"since {self.start.isoformat()}" if self.covered and self.start
                          else f"{self.first.isoformat()} to {(self.ended or self.as_of).isoformat()}")
+        if len(self.spans) > 1:  # a course stopped and restarted: each stretch, so that durations can be checked
+            parts.append("stretches " + ", ".join(f"{s.isoformat()} to {min(e, self.as_of).isoformat()}"
+                                                  for s, e in self.spans))
         parts += list(self.notes)
         if self.unverified:
             parts.append(f"unverified (a statement asserted {(self.unverified[0].asserted or self.unverified[0].start).isoformat()} "  # type: ignore[union-attr]
