@@ -58,7 +58,9 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge,
         due = ", ".join(sorted({t.label for t in interp.due_therapies}))
         holiday = therapy.holiday if therapy is not None else None
         paused = holiday is not None and holiday.state == "in_progress" and holiday.since is not None
-        state = f"on {therapy_names}" if treated else f"{due} dose due or late" if due else (
+        lapsed = [t for t in interp.active_therapies if t.no_supply_since is not None]
+        supply = f" (no supply since {lapsed[0].no_supply_since.isoformat()})" if lapsed else ""  # type: ignore[union-attr]
+        state = f"on {therapy_names}{supply}" if treated else f"{due} dose due or late" if due else (
             f"on a drug holiday ({holiday.drugs}) since {holiday.since.isoformat()}" if paused else
             f"previously treated ({previous}), none now" if previous else "no osteoporosis therapy")
         defining = [f for f in interp.fractures if f.site in ("hip", "vertebral")]
