@@ -11,6 +11,7 @@ from ..knowledge import Knowledge
 from . import card, suggestion
 from .interpretation import data_notes
 from .resources import medication_request, service_request
+from .therapy import words
 
 
 REF_TAIL = re.compile(r"\s*\((?:[A-Z][A-Za-z]+/[^()]*(?:, )?)+\)\s*$")  # " (Observation/x, Observation/y)"
@@ -204,19 +205,20 @@ def management_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[st
     out = []
     pid = facts.patient.id
     for m in advice.management:
-        lines = [f"**{m.summary}**", ""] + [f"- {x}" for x in m.lines]
+        summary, body = words(m.finding, k) if m.finding is not None else (m.summary, m.lines)
+        lines = [f"**{summary}**", ""] + [f"- {x}" for x in body]
         sugg = []
         if m.continue_drug and m.held and m.continue_drug in k.treatment["regimens"] and m.kind.startswith("denosumab"):
             reg = k.treatment["regimens"][m.continue_drug]
             sugg.append(suggestion(f"{_label(k, m.continue_drug).capitalize()}: the dose to give once corrected",
                                    [{"type": "create", "description": f"Draft order (give once corrected): {reg['text']}",
-                                     "resource": medication_request(k, m.continue_drug, pid, m.summary)}],
+                                     "resource": medication_request(k, m.continue_drug, pid, summary)}],
                                    recommended=False))
         elif m.continue_drug and m.dose_order:
             reg = k.treatment["regimens"][m.continue_drug]
             sugg.append(suggestion(f"Continue {_label(k, m.continue_drug)}: order the dose that is due",
                                    [{"type": "create", "description": f"Draft order: {reg['text']}",
-                                     "resource": medication_request(k, m.continue_drug, pid, m.summary)}],
+                                     "resource": medication_request(k, m.continue_drug, pid, summary)}],
                                    recommended=not m.held))
         elif m.continue_drug:
             sugg.append(suggestion(f"Continue {_label(k, m.continue_drug)} (already active; no new order)", [],
@@ -227,9 +229,9 @@ def management_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[st
             when = f" (from {start.isoformat()})" if start else ""
             sugg.append(suggestion(_order_label(k, d) + when,
                                    [{"type": "create", "description": f"Draft order: {reg['text']}{when}",
-                                     "resource": medication_request(k, d, pid, m.summary, start)}],
+                                     "resource": medication_request(k, d, pid, summary, start)}],
                                    recommended=False if m.continue_drug else (d == m.suggest[0])))
-        out.append(card(k, topic="therapy-management", indicator=m.indicator, summary=m.summary,
+        out.append(card(k, topic="therapy-management", indicator=m.indicator, summary=summary,
                         detail="\n".join(lines) + data_notes(facts), guidelines=m.guidelines,
                         suggestions=sugg or None, selection_behavior="at-most-one" if sugg else None))
     return out

@@ -76,6 +76,7 @@ class Management:
     dose_order: bool = False  # with "continue", a draft order for the dose that is due (rules §6.1)
     lab_loinc: str | None = None  # a lab to order before the next dose (creatinine before an IV bisphosphonate)
     suggest_from: date | None = None  # the suggested drugs' first dose not before this day (a timed hand-over)
+    finding: Any = None  # TherapyFinding (rules §6.1): structured; the card builders word it (cards/therapy.py)
 
 
 @dataclass
@@ -667,5 +668,7 @@ def advise(interp: Interpretation, facts: Facts, k: Knowledge) -> Advice:
     for m in management:  # a lab a therapy rule asks for before the next dose (creatinine before IV doses)
         if m.lab_loinc and all(o.loinc != m.lab_loinc for o in orders):
             lab = next(x for x in k.treatment["labs_for_workup"] if x["loinc"] == m.lab_loinc)
-            orders.append(Order(m.lab_loinc, lab["display"], m.summary))
+            due = m.finding.due if m.finding is not None else None
+            orders.append(Order(m.lab_loinc, lab["display"], f"before the next {m.finding.therapy.label} dose"
+                                + (f" (due {due.isoformat()})" if due else "") if m.finding is not None else m.summary))
     return Advice(interp, found, plan, management, orders, notes, supportive(interp, facts, k, plan), state)

@@ -7,13 +7,13 @@ files (treatment.yaml ``numbers``, medications.yaml ``therapy``); card builders 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from ..knowledge import Knowledge
 from .facts.model import DOSE_UNCERTAIN, SUPPLY_ASSUMED
-from .facts import DAYS_PER_MONTH, Facts, Therapy, months_after, months_between, years_between
+from .facts import DAYS_PER_MONTH, Exposure, Facts, Score, Therapy, months_after, months_between, years_between
 from .interpretation import Interpretation, fmt
 
 if TYPE_CHECKING:
@@ -155,10 +155,35 @@ def _holiday(interp: Interpretation, facts: Facts, k: Knowledge) -> Holiday | No
     return Holiday("in_progress", drugs, years, since, [], records=records)
 
 
+@dataclass(frozen=True)
+class TherapyFinding:
+    """What one §6.1 rule found, as data: the card builders (cards/therapy.py) word it. Each kind reads
+    the fields it names; no rule reads another's words."""
+    kind: str  # denosumab-unknown-last-dose | denosumab-early-zoledronic | denosumab-stopping | denosumab-overdue
+    #            | denosumab-due | denosumab-on-schedule | drug-holiday | continue-bisphosphonate
+    #            | drug-holiday-in-progress | drug-holiday-reassess | dose-due | iv-dose-creatinine
+    #            | anabolic-stopping | anabolic-complete | anabolic-ended | records-to-confirm
+    therapy: Therapy
+    last_dose: date | None = None
+    due: date | None = None  # the next dose's day
+    months: float | None = None  # months since the last dose
+    holds: tuple[str, ...] = ()  # the contraindications that hold the next dose (their messages)
+    all_blocked: bool = False  # every follow-on bisphosphonate is contraindicated
+    anabolics: tuple[str, ...] = ()  # anabolic drugs being taken beside denosumab (they do not hold the rebound)
+    early: Exposure | None = None  # a zoledronic acid dose given early after denosumab
+    holiday: Holiday | None = None
+    low_hip: Score | None = None  # the lowest hip T-score the holiday advice rests on
+    top_years: float | None = None  # the longest course a holiday not advised may continue
+    iv: bool = False
+    creatinine: str | None = None  # a creatinine of the last days, in words with its resource
+    pth_months: float | None = None  # teriparatide and abaloparatide months in a lifetime
+    complete: str | None = None  # a course complete: what its history says
+    never_again: str | None = None  # why the drug is never given again
+    items: tuple[tuple[str, str, bool], ...] = ()  # records to confirm: (what, why, a warning)
+
+
 def manage_therapies(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding], state: TherapyState,
                      stopping: set[str], blocked: set[str], in_review: set[str]) -> list[Management]:
-    from .advice import Management
-
     out: list[Management] = []
     out += _denosumab(interp, facts, k, found, state, stopping, blocked)
     out += _bisphosphonates(interp, facts, k, state, stopping, blocked, in_review)
@@ -167,11 +192,15 @@ def manage_therapies(interp: Interpretation, facts: Facts, k: Knowledge, found: 
     return out
 
 
+def _m(kind: str, indicator: str, finding: TherapyFinding, guidelines: list[str], **kw) -> Management:
+    from .advice import Management
+
+    return Management(kind, indicator, "", [], guidelines, finding=finding, **kw)
+
+
 def _denosumab(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding], state: TherapyState,
                stopping: set[str], blocked: set[str]) -> list[Management]:
     """Rules §6.1 (ECTS 2021, Prolia label): dose timing while on it; when it ends, the follow-on."""
-    from .advice import Management
-
     t = facts.therapies.get("denosumab")
     if t is None or "denosumab" in stopping:  # a safety card gives the specialist plan (never "continue")
         return []
@@ -182,13 +211,8 @@ def _denosumab(interp: Interpretation, facts: Facts, k: Knowledge, found: list[F
     if last is None:
         if not t.on_therapy:
             return []
-        return [Management(
-            "denosumab-unknown-last-dose", "warning",
-            f"On denosumab, but the date of the last dose is not recorded: confirm it (due every {interval:g} months)",
-            [f"Records: {t.describe()}.",
-             f"Denosumab must be given every {interval:g} months; a dose more than {overdue:g} months late risks "
-             "rebound vertebral fractures. Do not stop it without a follow-on bisphosphonate."],
-            guidelines, continue_drug="denosumab")]
+        return [_m("denosumab-unknown-last-dose", "warning", TherapyFinding("denosumab-unknown-last-dose", t),
+                   guidelines, continue_drug="denosumab")]
     # what came after the last dose: zoledronic acid, or an oral bisphosphonate covering now
     zol = facts.therapies.get("zoledronic_acid")
     after = [d for d in (zol.doses if zol else ()) if d.start > last]
@@ -196,126 +220,66 @@ def _denosumab(interp: Interpretation, facts: Facts, k: Knowledge, found: list[F
     in_time = [d for d in after if months_between(last, d.start) >= min_gap]
     oral = [o for o in facts.therapies.values() if o.drug_class == "oral_bisphosphonate" and o.on_therapy
             and o.first and o.first >= last]
-    line = f"Denosumab: {t.describe()}."
     if in_time or oral:
         return []  # the hand-over is made (ECTS 2021)
     if after:
-        d = after[0]
-        return [Management(
-            "denosumab-early-zoledronic", "warning",
-            f"Zoledronic acid {months_between(last, d.start):.1f} months after the last denosumab dose: check CTX at 3 and 6 months",
-            [line, f"Zoledronic acid was given {d.start.isoformat()} ({', '.join(d.resources)}), less than "
-             f"{min_gap:g} months after the last denosumab dose ({last.isoformat()}): given early it may not hold the "
-             "rebound. Check bone turnover (CTX) 3 and 6 months after the infusion and repeat zoledronic acid if it is "
-             "high (ECTS 2021)."], guidelines)]
+        return [_m("denosumab-early-zoledronic", "warning",
+                   TherapyFinding("denosumab-early-zoledronic", t, last_dose=last, early=after[0],
+                                  months=months_between(last, after[0].start)), guidelines)]
     months = months_between(last, facts.as_of)
-    due = months_after(last, interval)
-    timing = f"Last dose {last.isoformat()} ({months:.1f} months ago); next dose due {due.isoformat()}."
-    holds = [f.message for f in found if f.kind == "contraindication" and "denosumab" in f.blocks]
-    stopped = t.stopped_on is not None and not t.current
-    all_blocked = not follow_on
-    anabolics = [a.label for a in interp.active_therapies if a.drug_class.startswith("anabolic")]
-    anabolic_note = (f" {', '.join(anabolics).capitalize()} being taken does not hold the rebound (ECTS 2021): it does "
-                     "not replace the denosumab dose or the bisphosphonate.") if anabolics else ""
-    resume = " Every bisphosphonate is contraindicated: resume denosumab or refer to a bone specialist." \
-        if all_blocked else ""
+    f = TherapyFinding(
+        "", t, last_dose=last, due=months_after(last, interval), months=months,
+        holds=tuple(f.message for f in found if f.kind == "contraindication" and "denosumab" in f.blocks),
+        all_blocked=not follow_on,
+        anabolics=tuple(a.label for a in interp.active_therapies if a.drug_class.startswith("anabolic")))
     state.suppress_plan = state.suppress_plan or "denosumab"
-    if stopped:
-        indicator = "critical" if months > overdue else "warning"
-        return [Management(
-            "denosumab-stopping", indicator,
-            (f"Denosumab stopped ({t.stopped_on.isoformat()}), last dose {months:.1f} months ago: "  # type: ignore[union-attr]
-             + ("resume it or refer" if all_blocked else
-                f"a bisphosphonate from {due.isoformat()}, before the rebound" if due > facts.as_of
-                else "start a bisphosphonate now, before the rebound")),
-            [line, timing, f"A record says denosumab was stopped ({t.stopped_on.isoformat()}). Stopping denosumab without "  # type: ignore[union-attr]
-             "a follow-on bisphosphonate causes rapid bone loss and multiple vertebral fractures: give zoledronic acid "
-             f"about {interval:g} months after the last dose (ECTS 2021), or start alendronate then." + resume
-             + (f" More than {overdue:g} months have passed: act now." if months > overdue else "")],
-            guidelines, suggest=follow_on or ["denosumab"], suggest_from=due if follow_on else None)]
+    assert f.due is not None
+    if t.stopped_on is not None and not t.current:
+        return [_m("denosumab-stopping", "critical" if months > overdue else "warning",
+                   replace(f, kind="denosumab-stopping"), guidelines, suggest=follow_on or ["denosumab"],
+                   suggest_from=f.due if follow_on else None)]
     if months > overdue:
-        give = (f"Correct first: {'; '.join(holds)}; then give the dose without further delay." if holds
-                else "Give the dose now.")
-        return [Management(
-            "denosumab-overdue", "critical",
-            f"Denosumab dose overdue: last dose {months:.1f} months ago; "
-            + ("correct what blocks it, then give it" + ("" if all_blocked else " or start a bisphosphonate") if holds
-               else "give it now" + (" (bisphosphonates contraindicated)" if all_blocked else " or start a bisphosphonate")),
-            [timing, f"More than {overdue:g} months since the last dose: bone loss rebounds and multiple vertebral "
-             f"fractures can follow. {give} If denosumab is to end, start a bisphosphonate "
-             "(zoledronic acid or alendronate) now; do not simply stop." + resume + anabolic_note],
-            guidelines, suggest=follow_on, continue_drug="denosumab", held=bool(holds), dose_order=not holds)]
+        return [_m("denosumab-overdue", "critical", replace(f, kind="denosumab-overdue"), guidelines, suggest=follow_on,
+                   continue_drug="denosumab", held=bool(f.holds), dose_order=not f.holds)]
     if months >= interval:
-        return [Management(
-            "denosumab-due", "warning",
-            f"Denosumab dose due now: last dose {months:.1f} months ago (due {due.isoformat()}); give it"
-            + (" (bisphosphonates contraindicated)" if all_blocked else " or start a bisphosphonate"),
-            [timing, f"The dose is due; after {overdue:g} months bone loss rebounds (multiple vertebral fractures). "
-             "Give it now, or if denosumab is to end, start a bisphosphonate now; do not simply stop." + resume
-             + anabolic_note],
-            guidelines, suggest=follow_on, continue_drug="denosumab", held=bool(holds), dose_order=not holds)]
+        return [_m("denosumab-due", "warning", replace(f, kind="denosumab-due"), guidelines, suggest=follow_on,
+                   continue_drug="denosumab", held=bool(f.holds), dose_order=not f.holds)]
     if t.on_therapy:
         state.suppress_plan = state.suppress_plan if state.suppress_plan != "denosumab" else None
-        return [Management(
-            "denosumab-due", "info", f"On denosumab: next dose due {due.isoformat()}; do not stop without a bisphosphonate",
-            [timing, "Do not stop or delay denosumab without a follow-on bisphosphonate (rebound vertebral fractures)."],
-            guidelines, continue_drug="denosumab", dose_order=False)]
+        return [_m("denosumab-due", "info", replace(f, kind="denosumab-on-schedule"), guidelines,
+                   continue_drug="denosumab", dose_order=False)]
     return []
 
 
 def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: TherapyState, stopping: set[str],
                      blocked: set[str], in_review: set[str]) -> list[Management]:
-    from .advice import Management
-
     h = state.holiday
     out: list[Management] = []
     bis = [t for t in interp.active_therapies if t.drug_class in ("oral_bisphosphonate", "iv_bisphosphonate")]
     g = ["ASBMR-2016", "ES-2019"]
     if h is not None:
-        head = (f"{h.drugs}: {h.years:.1f} years of bisphosphonate treatment in all (oral: months covered; zoledronic "
-                f"acid: yearly doses given): {'; '.join(h.records)}.")
-        if h.state == "advise" and not any(t.drug in stopping or t.drug in in_review for t in bis):
+        held = any(t.drug in stopping or t.drug in in_review for t in bis)
+        first = bis[0] if bis else next(t for t in facts.therapies.values()
+                                        if t.drug_class in ("oral_bisphosphonate", "iv_bisphosphonate"))
+        base = TherapyFinding("", first, holiday=h)
+        if h.state == "advise" and not held:
             low = min(_hip_scores(interp), key=lambda s: s.value)
-            out.append(Management(
-                "drug-holiday", "info",
-                f"Consider a bisphosphonate drug holiday: {h.drugs}, {h.years:.1f} years; hip T-score {fmt(low.value)}, no fracture on therapy",
-                [head, f"Hip T-score {fmt(low.value)} at the {low.site_label} ({low.date.isoformat()}) is above "
-                 f"{fmt(float(k.threshold('t_score_osteoporosis_max')))}, no fracture on therapy is recorded and risk is "
-                 f"not very high: consider a drug holiday and reassess with DXA at {_n(k, 'holiday_dxa_years'):g} years "
-                 f"({k.number('holiday_reassess')})."], g))
-        elif h.state == "continue" and bis and not any(t.drug in stopping or t.drug in in_review for t in bis):
+            out.append(_m("drug-holiday", "info", replace(base, kind="drug-holiday", low_hip=low), g))
+        elif h.state == "continue" and bis and not held:
             iv = any(t.mode == "dose" for t in bis)
             top = _n(k, "iv_bisphosphonate_max_years" if iv else "oral_bisphosphonate_max_years")
-            what = (f"continue (up to {top:g} years {'IV' if iv else 'oral'}) or switch" if h.years < top
-                    else f"{top:g} years reached: switch (e.g. to denosumab or an anabolic) or reassess with a specialist")
-            out.append(Management(
-                "continue-bisphosphonate", "info",
-                f"Continue {h.drugs} ({h.years:.1f} years): a drug holiday is not advised" if h.years < top
-                else f"{h.drugs.capitalize()} for {h.years:.1f} years: switch or reassess; a drug holiday is not advised",
-                [head, "A drug holiday is not advised: " + "; ".join(h.reasons) + f". Advice: {what} (ASBMR 2016, ES-2019)."],
-                g, continue_drug=bis[0].drug if h.years < top else None))
+            out.append(_m("continue-bisphosphonate", "info",
+                          replace(base, kind="continue-bisphosphonate", top_years=top, iv=iv), g,
+                          continue_drug=bis[0].drug if h.years < top else None))
         elif h.state == "in_progress":
             assert h.since is not None
-            dxa = months_after(h.since, _n(k, "holiday_dxa_years") * 12)
             state.suppress_plan = state.suppress_plan or "holiday"
-            out.append(Management(
-                "drug-holiday-in-progress", "info",
-                f"On a bisphosphonate drug holiday since {h.since.isoformat()}; reassess with DXA at "
-                f"{_n(k, 'holiday_dxa_years'):g} years ({dxa.isoformat()})",
-                [head, f"The last dose stopped covering on {h.since.isoformat()}; the latest DXA and the record show no "
-                 "reason to restart. Reassess with DXA at "
-                 f"{_n(k, 'holiday_dxa_years'):g} years, sooner after a new fracture. This is a holiday, not untreated "
-                 "osteoporosis: no new bisphosphonate is offered meanwhile."], g))
+            out.append(_m("drug-holiday-in-progress", "info", replace(
+                base, kind="drug-holiday-in-progress", due=months_after(h.since, _n(k, "holiday_dxa_years") * 12)), g))
         elif h.state == "reassess":
             if not h.ends_holiday:
                 state.suppress_plan = state.suppress_plan or "holiday"
-            out.append(Management(
-                "drug-holiday-reassess", "warning",
-                f"Drug holiday since {h.since.isoformat() if h.since else '?'}: reassess now ({h.reasons[0]})",
-                [head, "Reassess now: " + "; ".join(h.reasons) + ". "
-                 + ("The holiday has ended: restart treatment (options on the treatment card)." if h.ends_holiday
-                    else "Repeat DXA and review fracture risk; restart a bisphosphonate or another drug if it has risen.")],
-                g))
+            out.append(_m("drug-holiday-reassess", "warning", replace(base, kind="drug-holiday-reassess"), g))
         elif h.state == "not_advised":
             state.history.append(f"bisphosphonate stopped {h.since.isoformat() if h.since else ''} after "
                                  f"{h.years:.1f} years: a drug holiday is not advised ({'; '.join(h.reasons)}); "
@@ -328,28 +292,21 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
             continue
         if h is not None and h.state in ("advise", "in_progress", "reassess"):
             continue
-        last = t.last_dose
-        assert last is not None and t.covered_until is not None
-        due = t.covered_until + timedelta(days=1)
+        assert t.last_dose is not None and t.covered_until is not None
         creatinine = _recent_creatinine(facts, days)
         carded.add(t.drug)
-        out.append(Management(
-            "dose-due", "info",
-            f"{t.label.capitalize()} next dose due {due.isoformat()} (last {last.isoformat()}): give it"
-            + ("" if creatinine else f"; creatinine first (none in {days} days)"),
-            [f"{t.describe()}.", f"The last dose covered to {t.covered_until.isoformat()}; the course continues with the "
-             "next dose. " + (f"Creatinine: {creatinine}." if creatinine else
-                              f"A creatinine within {days} days before each dose is needed (labels); none is on record.")],
-            ["LABELS", "ES-2019"], continue_drug=t.drug, dose_order=t.drug in k.treatment["regimens"],
-            lab_loinc=None if creatinine else "2160-0"))
+        out.append(_m("dose-due", "info", TherapyFinding("dose-due", t, last_dose=t.last_dose,
+                                                         due=t.covered_until + timedelta(days=1),
+                                                         creatinine=creatinine),
+                      ["LABELS", "ES-2019"], continue_drug=t.drug, dose_order=t.drug in k.treatment["regimens"],
+                      lab_loinc=None if creatinine else "2160-0"))
     # zoledronic acid and IV ibandronate: a creatinine before each dose (rules §6.1)
     for t in facts.therapies.values():
         if t.mode != "dose" or t.drug_class != "iv_bisphosphonate" and t.drug != "ibandronate" or t.drug in carded:
             continue
         if h is not None and h.state in ("advise", "in_progress"):
             continue  # a holiday is advised: no next dose to prepare for
-        last = t.last_dose
-        if last is None or t.drug in stopping:
+        if t.last_dose is None or t.drug in stopping:
             continue
         due = t.exposures[-1].end + timedelta(days=1)
         if not t.on_therapy and (facts.as_of - due).days > 90:
@@ -358,12 +315,8 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
             continue
         if _recent_creatinine(facts, days):
             continue
-        out.append(Management(
-            "iv-dose-creatinine", "info",
-            f"{t.label.capitalize()} dose due {due.isoformat()}: check creatinine first (none in the last {days} days)",
-            [f"{t.describe()}.", f"The next dose is due {due.isoformat()}; a creatinine within {days} days before each "
-             "dose is needed (labels: renal toxicity, no dose below a clearance of 35 mL/min)."], ["LABELS"],
-            lab_loinc="2160-0"))
+        out.append(_m("iv-dose-creatinine", "info", TherapyFinding("iv-dose-creatinine", t, due=due), ["LABELS"],
+                      lab_loinc="2160-0"))
     return out
 
 
@@ -376,111 +329,74 @@ def _recent_creatinine(facts: Facts, days: int) -> str | None:
 
 
 def _anabolics(interp: Interpretation, facts: Facts, k: Knowledge, state: TherapyState,
-               blocked: set[str], stopping: set[str] = frozenset()) -> list[Management]:  # type: ignore[assignment]
-    from .advice import Management
-
+               blocked: set[str], stopping: set[str]) -> list[Management]:
     out: list[Management] = []
     antiresorptives = [d for d in k.management("after_anabolic") if d not in blocked]
     anti_classes = set(k.treatment["orders"]["antiresorptive_classes"])
     followon = _n(k, "anabolic_followon_months")
     g = ["ACR-2022", "ES-2019", "AACE-2020", "LABELS"]
     anti = [t for t in facts.therapies.values() if t.drug_class in anti_classes]
+    romo_limit = int(_n(k, "romosozumab_max_doses"))
+    pth_months = sum(x.cumulative_months for x in facts.therapies.values() if x.drug_class == "anabolic_pth")
     for t in facts.therapies.values():
         if t.drug_class not in ("anabolic_pth", "anabolic_sclerostin") or not t.exposures:
             continue
+        f = TherapyFinding("", t, pth_months=pth_months if t.drug_class == "anabolic_pth" else None)
         if t.on_therapy and t.drug in stopping:
             # a contraindication stops it mid-course: the course ends now, and an antiresorptive follows (rules §6.1)
             state.suppress_plan = state.suppress_plan or "anabolic"
-            out.append(Management(
-                "anabolic-stopping", "critical",
-                f"{t.label.capitalize()} is contraindicated and is to stop: start an antiresorptive now",
-                [f"{t.describe()}.", "A contraindication applies to it now (safety card): stop it. An anabolic course that "
-                 f"ends, whatever its length, is followed by an antiresorptive within {followon:g} months, or the bone "
-                 "gained is lost (ACR 2022, ES-2019)."], g, suggest=antiresorptives))
+            out.append(_m("anabolic-stopping", "critical", replace(f, kind="anabolic-stopping"), g,
+                          suggest=antiresorptives))
             continue
         if t.on_therapy:
-            if t.drug_class == "anabolic_pth":
-                months = sum(x.cumulative_months for x in facts.therapies.values() if x.drug_class == "anabolic_pth")
-                limit = _n(k, "pth_analog_max_months")
-                if months >= limit:
-                    out.append(Management(
-                        "anabolic-complete", "warning",
-                        f"Teriparatide/abaloparatide for {months:.0f} months: course complete ({limit:g} months), "
-                        "transition to an antiresorptive",
-                        [f"{t.describe()}; {months:.0f} months in a lifetime (teriparatide and abaloparatide summed).",
-                         k.treatment["courses"]["pth_beyond_limit"]["value"],
-                         "Follow with an antiresorptive without a gap to keep the gain."], g, suggest=antiresorptives))
-            elif len(t.doses) >= int(_n(k, "romosozumab_max_doses")):
-                limit = int(_n(k, "romosozumab_max_doses"))
-                out.append(Management(
-                    "anabolic-complete", "warning",
-                    f"Romosozumab course complete ({len(t.doses)} of {limit} monthly doses): transition to an antiresorptive",
-                    [f"{t.describe()}; romosozumab is given for {limit} doses, then an antiresorptive."], g,
-                    suggest=antiresorptives))
+            if t.drug_class == "anabolic_pth" and pth_months >= _n(k, "pth_analog_max_months") or \
+                    t.drug_class == "anabolic_sclerostin" and len(t.doses) >= romo_limit:
+                out.append(_m("anabolic-complete", "warning", replace(f, kind="anabolic-complete"), g,
+                              suggest=antiresorptives))
             continue
-        end = t.ended
-        start = t.first
+        end, start = t.ended, t.first
         if end is None or start is None:
             continue
         began = [a for a in anti if a.first and start <= a.first <= months_after(end, followon)]
         if began or any(a.on_therapy for a in anti):
             continue
         state.suppress_plan = state.suppress_plan or "anabolic"
-        complete = ""
-        if t.drug_class == "anabolic_sclerostin" and len(t.doses) >= int(_n(k, "romosozumab_max_doses")):
-            complete = f"Course complete: {len(t.doses)} of {int(_n(k, 'romosozumab_max_doses'))} monthly doses given."
+        complete = None
+        if t.drug_class == "anabolic_sclerostin" and len(t.doses) >= romo_limit:
+            complete = f"Course complete: {len(t.doses)} of {romo_limit} monthly doses given."
         elif t.drug_class == "anabolic_pth":
-            complete = state.course_notes.get(t.drug, [""])[0]
-        out.append(Management(
-            "anabolic-ended", "warning",
-            f"{t.label.capitalize()} course ended {end.isoformat()} with no antiresorptive: start an antiresorptive now",
-            [f"{t.period_text()} ({t.describe()}).", *([complete] if complete else []),
-             f"No antiresorptive was started within {followon:g} months of the end of the anabolic course: the bone "
-             "gained is lost without one. Start an antiresorptive now (ACR 2022, ES-2019)."]
-            + ([state.never_offer["romosozumab"].capitalize() + "."] if t.drug == "romosozumab"
-               and "romosozumab" in state.never_offer else []),
-            g, suggest=antiresorptives))
+            complete = state.course_notes.get(t.drug, [None])[0]
+        out.append(_m("anabolic-ended", "warning", replace(
+            f, kind="anabolic-ended", complete=complete,
+            never_again=state.never_offer.get("romosozumab") if t.drug == "romosozumab" else None), g,
+            suggest=antiresorptives))
     return out
 
 
 def _records_to_confirm(interp: Interpretation, facts: Facts, k: Knowledge) -> list[Management]:
     """What the records leave uncertain (rules §6.1): on hold, ordered with no supply, a statement with
-    nothing behind it, a stopped administration, an assumed supply."""
-    from .advice import Management
-
+    nothing behind it, not taken, a stopped administration, an assumed supply."""
     out = []
     for t in facts.therapies.values():
         if t.drug_class not in k.therapy_classes:
             continue
-        found: list[tuple[str, str, bool]] = []  # (what, the whole line, a warning)
+        items: list[tuple[str, str, bool]] = []  # (what, why, a warning): the card builder words them
         if t.no_supply_since is not None:
-            found.append((f"ordered, no supply since {t.no_supply_since.isoformat()}",
-                          "no fill or administration within the order's supply and 60 days: check adherence and "
-                          "whether it is still being taken", True))
+            items.append(("no-supply", t.no_supply_since.isoformat(), True))
         if t.on_hold_since is not None and not t.on_therapy:
-            found.append((f"order on hold since {t.on_hold_since.isoformat()}", "not counted as current therapy",
-                          False))
+            items.append(("on-hold", t.on_hold_since.isoformat(), False))
         if t.unverified:
             asserted = t.unverified[0].asserted or t.unverified[0].start
-            found.append((f"unverified (reported {asserted.isoformat() if asserted else '?'}, no order or fill since)",
-                          "a statement with no order, fill or administration behind it: confirm with the patient",
-                          False))
+            items.append(("unverified", asserted.isoformat() if asserted else "?", False))
         if t.not_taken is not None:
-            found.append(("the patient is not taking it", f"statement {t.not_taken.resource} "
-                          f"({t.not_taken.start.isoformat() if t.not_taken.start else '?'}) although an order was "
-                          "active: review the order", True))
+            items.append(("not-taken", t.not_taken.resource, True))
         for note in t.notes:
             if note == DOSE_UNCERTAIN:
-                found.append((note, "an administration was stopped: the dose may have been partly given; confirm "
-                                    "how much was given", True))
+                items.append(("dose-uncertain", "", True))
             elif note == SUPPLY_ASSUMED:
-                days = int(facts_rules(k)["dispense_default_days"]["value"])
-                found.append((note, f"{days} days: a fill gives no days' supply or countable quantity", False))
-        if not found:
+                items.append(("supply-assumed", str(int(facts_rules(k)["dispense_default_days"]["value"])), False))
+        if not items:
             continue
-        lines = [f"{t.label}: {what}" + (f" ({why})" if why != what else "") for what, why, _ in found]
-        out.append(Management(
-            "records-to-confirm", "warning" if any(w for _, _, w in found) else "info",
-            f"{t.label.capitalize()} record to confirm: {found[0][0]}",
-            lines + [f"Records: {t.describe()}."], ["LABELS"]))
+        out.append(_m("records-to-confirm", "warning" if any(w for _, _, w in items) else "info",
+                      TherapyFinding("records-to-confirm", t, items=tuple(items)), ["LABELS"]))
     return out

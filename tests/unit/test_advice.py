@@ -13,6 +13,7 @@ from cds_service.clinical.interpretation import interpret
 
 from .test_interpretation import AS_OF, LOINC, PID, RXNORM, UCUM, born, condition, day, fracture, frax, med, \
     patient, t, z
+from .fhir_builders import lines_of, summary_of
 
 _ids = itertools.count(1)
 MONTH = 30.4375
@@ -463,7 +464,7 @@ def test_bisphosphonate_duration(run, drug, years, t_score, kind):
         assert a.management[0].continue_drug in ("alendronate", "zoledronic_acid")
         assert a.management[0].suggest == []
     if kind == "drug-holiday":
-        assert "2-4 years" in " ".join(a.management[0].lines)
+        assert "2-4 years" in " ".join(lines_of(a.management[0]))
     assert a.treatment is None
 
 

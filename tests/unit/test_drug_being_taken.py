@@ -3,6 +3,8 @@ card says to stop or hold it and nothing says "continue"; denosumab is never sim
 Synthea's Cathryn Windler: alendronate with an eGFR of 24 got no word."""
 from __future__ import annotations
 
+from .fhir_builders import lines_of, summary_of
+
 import json
 
 import pytest
@@ -72,7 +74,7 @@ def test_overdue_denosumab_with_low_calcium_says_correct_first_not_give_now(card
     from .test_advice import statement
     a, cs = cards(*high(statement(DENOSUMAB, months_ago(8)), calcium=7.6))
     [m] = [m for m in a.management if m.kind == "denosumab-overdue"]
-    assert "Correct first" in " ".join(m.lines) and "Give the dose now" not in " ".join(m.lines)
+    assert "Correct first" in " ".join(lines_of(m)) and "Give the dose now" not in " ".join(lines_of(m))
     [card] = [c for c in cs if c["summary"].startswith("Denosumab dose overdue")]
     # 8 months after the last dose nothing is "already active": the dose to give once corrected, not recommended
     assert not [s for s in card["suggestions"] if "already active" in s["label"]]
@@ -80,4 +82,4 @@ def test_overdue_denosumab_with_low_calcium_says_correct_first_not_give_now(card
     assert not dose.get("isRecommended")
     assert dose["actions"][0]["resource"]["medicationCodeableConcept"]["coding"][0]["code"] == "993452"
     a, _ = cards(*high(statement(DENOSUMAB, months_ago(8))))
-    assert "Give the dose now" in " ".join(next(m for m in a.management if m.kind == "denosumab-overdue").lines)
+    assert "Give the dose now" in " ".join(lines_of(next(m for m in a.management if m.kind == "denosumab-overdue")))

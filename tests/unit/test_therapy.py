@@ -13,7 +13,7 @@ from cds_service.clinical.advice import Advice, advise
 from cds_service.clinical.facts import FactBuilder, Facts, MedicationFact, Therapy
 from cds_service.clinical.interpretation import interpret
 
-from .fhir_builders import AS_OF, PID, RXNORM, SNOMED
+from .fhir_builders import AS_OF, PID, RXNORM, SNOMED, lines_of, summary_of
 from .test_advice import MONTH, labs, months_ago
 from .test_interpretation import born, fracture, patient, t
 
@@ -182,7 +182,7 @@ def test_stopped_administration_is_a_dose_marked_uncertain(knowledge):
     t_ = therapy(f, "denosumab")
     assert len(t_.doses) == 1 and any("dose uncertain" in n for n in t_.notes)
     card = mgmt(a, "records-to-confirm")
-    assert card.indicator == "warning" and "dose uncertain" in " ".join(card.lines)
+    assert card.indicator == "warning" and "dose uncertain" in " ".join(lines_of(card))
 
 
 @pytest.mark.parametrize("status", ["not-done", "entered-in-error", "on-hold", "unknown"])
@@ -283,7 +283,7 @@ def test_on_hold_request_is_not_current_and_says_since_when(knowledge):
     a, f = advice_of(knowledge, *osteoporosis(request("alendronate", ago(60), status="on-hold", rid="r")))
     t_ = therapy(f, "alendronate")
     assert not t_.on_therapy and t_.on_hold_since is not None
-    assert "on hold since" in " ".join(mgmt(a, "records-to-confirm").lines)
+    assert "on hold since" in " ".join(lines_of(mgmt(a, "records-to-confirm")))
 
 
 @pytest.mark.parametrize("status", ["cancelled", "entered-in-error", "draft", "unknown"])
@@ -373,7 +373,7 @@ def test_not_taken_statement_newer_than_an_active_order_ends_it(knowledge):
     assert t_.not_taken is not None and t_.not_taken.resource == "MedicationStatement/s"
     assert not a.interp.treated
     card = mgmt(a, "records-to-confirm")
-    assert card.indicator == "warning" and "not taking it" in " ".join(card.lines)
+    assert card.indicator == "warning" and "not taking it" in " ".join(lines_of(card))
 
 
 def test_not_taken_statement_older_than_the_active_order_changes_nothing(knowledge):
@@ -537,7 +537,7 @@ def test_zoledronic_acid_after_denosumab(knowledge, months_after, silenced):
     else:
         assert deno == ["denosumab-early-zoledronic"]
         m = mgmt(a, "denosumab-early-zoledronic")
-        assert m.indicator == "warning" and "CTX" in m.summary
+        assert m.indicator == "warning" and "CTX" in summary_of(m)
 
 
 @pytest.mark.parametrize("record, silenced", [
@@ -588,7 +588,7 @@ def test_holiday_only_with_hip_t_above_minus_2_5(knowledge, hip, kind):
     assert got == [kind]
     if kind == "continue-bisphosphonate":
         m = mgmt(a, kind)
-        assert m.continue_drug == "alendronate" and "-2.5" in " ".join(m.lines).replace("−", "-")
+        assert m.continue_drug == "alendronate" and "-2.5" in " ".join(lines_of(m)).replace("−", "-")
 
 
 def test_fracture_on_therapy_means_continue(knowledge):
@@ -596,7 +596,7 @@ def test_fracture_on_therapy_means_continue(knowledge):
     a, _ = advice_of(knowledge, *osteoporosis(request("alendronate", _years_ago(6)), frac, hip=-2.0))
     assert "drug-holiday" not in kinds(a)
     m = mgmt(a, "continue-bisphosphonate")
-    assert "fracture on therapy" in " ".join(m.lines)
+    assert "fracture on therapy" in " ".join(lines_of(m))
 
 
 def test_very_high_risk_means_continue(knowledge):
@@ -616,7 +616,7 @@ def test_holiday_in_progress_is_info_and_no_treatment_plan(knowledge):
     a, f = advice_of(knowledge, *osteoporosis(_finished_alendronate(1), hip=-2.0))
     m = mgmt(a, "drug-holiday-in-progress")
     assert m.indicator == "info"
-    assert _years_ago(1).isoformat() in m.summary
+    assert _years_ago(1).isoformat() in summary_of(m)
     assert a.treatment is None  # never "untreated, start alendronate" during a holiday
     assert "drug-holiday-reassess" not in kinds(a)
 
@@ -634,14 +634,14 @@ def test_new_fracture_during_a_holiday_ends_it(knowledge):
     a, _ = advice_of(knowledge, *osteoporosis(_finished_alendronate(1.5), fracture("M80.031A", onset=ago(200)),
                                               hip=-2.0))
     m = mgmt(a, "drug-holiday-reassess")
-    assert m.indicator == "warning" and "new fracture" in " ".join(m.lines)
+    assert m.indicator == "warning" and "new fracture" in " ".join(lines_of(m))
     assert a.treatment is not None and a.treatment.offered  # treatment again
 
 
 def test_hip_t_at_minus_2_5_on_a_dxa_during_the_holiday_asks_to_reassess(knowledge):
     a, _ = advice_of(knowledge, *osteoporosis(_finished_alendronate(1.5), hip=-2.5))
     m = mgmt(a, "drug-holiday-reassess")
-    assert "hip T-score" in " ".join(m.lines)
+    assert "hip T-score" in " ".join(lines_of(m))
     b, _ = advice_of(knowledge, *osteoporosis(_finished_alendronate(1.5), hip=-2.4))
     assert "drug-holiday-reassess" not in kinds(b) and "drug-holiday-in-progress" in kinds(b)
 
@@ -657,7 +657,7 @@ def test_pth_analogue_months_are_summed_over_both_drugs(knowledge, abaloparatide
     assert (months >= 24) is complete
     assert ("anabolic-complete" in kinds(a)) is complete
     if complete:
-        assert "Forteo label" in " ".join(mgmt(a, "anabolic-complete").lines)
+        assert "Forteo label" in " ".join(lines_of(mgmt(a, "anabolic-complete")))
 
 
 def _romosozumab_doses(n: int, last_months_ago: float) -> list[dict[str, Any]]:
@@ -698,7 +698,7 @@ def test_anabolic_course_ended_needs_an_antiresorptive_within_3_months(knowledge
     assert ("anabolic-ended" in kinds(a)) is warned
     if warned:
         m = mgmt(a, "anabolic-ended")
-        assert m.indicator == "warning" and "start an antiresorptive now" in m.summary
+        assert m.indicator == "warning" and "start an antiresorptive now" in summary_of(m)
         assert m.suggest and "teriparatide" not in m.suggest
 
 
@@ -718,7 +718,7 @@ def test_ordered_no_supply_since_only_when_the_record_carries_dispenses(knowledg
     a, f = advice_of(knowledge, *osteoporosis(_order_28(), *others))
     t_ = therapy(f, "alendronate")
     assert (t_.no_supply_since is not None) is flagged
-    lines = " ".join(line for m in a.management if m.kind == "records-to-confirm" for line in m.lines)
+    lines = " ".join(line for m in a.management if m.kind == "records-to-confirm" for line in lines_of(m))
     assert ("ordered, no supply since" in lines) is flagged
 
 
@@ -733,7 +733,7 @@ def test_statement_unverified_after_12_months(knowledge, asserted_days, extra, u
         records.append(dispense("alendronate", ago(900), rid="d", days_supply=28))
     a, f = advice_of(knowledge, *osteoporosis(*records))
     assert bool(therapy(f, "alendronate").unverified) is unverified
-    lines = " ".join(line for m in a.management if m.kind == "records-to-confirm" for line in m.lines)
+    lines = " ".join(line for m in a.management if m.kind == "records-to-confirm" for line in lines_of(m))
     assert ("unverified" in lines) is unverified
 
 
@@ -755,7 +755,7 @@ def test_zoledronic_acid_due_asks_for_a_creatinine(knowledge, last_dose_days, cr
     assert bool(asking) is asks
     assert ("2160-0" in [o.loinc for o in a.orders]) is asks  # the monitoring order
     if asks:
-        assert "creatinine" in asking[0].summary.lower()
+        assert "creatinine" in summary_of(asking[0]).lower()
 
 
 # == 3. long-term systemic glucocorticoids ========================================================

@@ -8,10 +8,11 @@ import pytest
 
 from cds_service.cards import shorten
 from cds_service.cards.resources import medication_request
+from cds_service.clinical.advice import advise
 from cds_service.clinical.facts import FactBuilder
 from cds_service.clinical.interpretation import interpret
 
-from .fhir_builders import AS_OF
+from .fhir_builders import AS_OF, lines_of, summary_of
 from .test_advice import MONTH, labs, months_ago
 from .test_interpretation import born, patient, t
 from .test_therapy import administration, advice_of, ago, dispense, kinds, mgmt, osteoporosis, request, statement
@@ -105,10 +106,34 @@ def test_a_holiday_at_two_years_with_no_dxa_since_gets_a_dxa_order(knowledge):
 def test_ten_years_of_a_bisphosphonate_is_not_continue(knowledge):
     a, _ = advice_of(knowledge, *osteoporosis(request("alendronate", ago(round(10.5 * 365.25))), hip=-2.7))
     m = mgmt(a, "continue-bisphosphonate")
-    assert m.continue_drug is None and "switch" in m.summary
+    assert m.continue_drug is None and "switch" in summary_of(m)
 
 
 def test_months_ago_is_a_month_before(knowledge):  # the helper the tests above lean on
     assert (AS_OF - months_ago(1)).days == round(MONTH) or abs((AS_OF - months_ago(1)).days - MONTH) <= 1
     facts = FactBuilder(knowledge).build(patient("female", born(70)), [t("spine", -2.6)], AS_OF)
     assert interpret(facts, knowledge).diagnosis == "osteoporosis"
+
+
+def test_the_therapy_rules_return_data_and_the_card_builders_word_it(knowledge):
+    """Issue 19 item 5: the §6.1 rules give structured findings (no words of their own) and cards/therapy.py words
+    every kind; run over every therapy sample patient."""
+    from cds_service.cards.therapy import _WORDS, words
+    from fhir_samples import therapy as samples
+
+    seen = set()
+    for case in samples.CASES:
+        bundle = samples.build(case.id, AS_OF)
+        resources = [e["resource"] for e in bundle["entry"]]
+        [pat] = [r for r in resources if r["resourceType"] == "Patient"]
+        facts = FactBuilder(knowledge).build(pat, [r for r in resources if r is not pat], AS_OF)
+        a = advise(interpret(facts, knowledge), facts, knowledge)
+        for m in a.management:
+            if m.finding is None:
+                continue  # fracture on therapy and the atypical-femoral-fracture review (rules §6.3)
+            assert m.summary == "" and m.lines == [], m.kind
+            summary, lines = words(m.finding, knowledge)
+            assert summary and lines and all(isinstance(x, str) and x for x in lines)
+            seen.add(m.finding.kind)
+    assert len(seen) >= 10, seen
+    assert seen <= set(_WORDS)
