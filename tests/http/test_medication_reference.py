@@ -22,6 +22,7 @@ from cds_service import create_app
 from cds_service.fhir import medications as plan
 from cds_service.services.patient_view import SERVICE_ID
 from tests.http.fake_fhir import MINUS_4_1, SERVICE_URL, TOKEN, FakeFhir, fhir_json, oo, serve, with_server
+from tests.http.test_prefetch import capture_facts_resources
 
 HOOK_DEADLINE = 2.0
 READ_TIMEOUT = 0.5
@@ -81,16 +82,7 @@ def client(app_client):
 @pytest.fixture()
 def received(app_client, monkeypatch) -> list[list[dict[str, Any]]]:
     """The resources the facts layer receives, one list per hook call."""
-    engine = app_client[0].extensions["cds_engine"]
-    calls: list[list[dict[str, Any]]] = []
-    build = engine.facts.build
-
-    def spy(patient, resources, *args, **kw):
-        calls.append(list(resources))
-        return build(patient, resources, *args, **kw)
-
-    monkeypatch.setattr(engine.facts, "build", spy)
-    return calls
+    return capture_facts_resources(app_client[0].extensions["cds_engine"], monkeypatch)
 
 
 def medication(mid: str, code: str = "904421") -> dict[str, Any]:
