@@ -220,6 +220,9 @@ def management_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[st
                                    [{"type": "create", "description": f"Draft order: {reg['text']}",
                                      "resource": medication_request(k, m.continue_drug, pid, summary)}],
                                    recommended=not m.held))
+        elif m.continue_drug and m.kind == "dose-due":  # a dose due of a form with no regimen here (IV ibandronate)
+            sugg.append(suggestion(f"Give the next {_label(k, m.continue_drug)} dose (order it per local protocol)", [],
+                                   recommended=False))
         elif m.continue_drug:
             sugg.append(suggestion(f"Continue {_label(k, m.continue_drug)} (already active; no new order)", [],
                                    recommended=m.kind in ("denosumab-overdue", "denosumab-due") and not m.held))

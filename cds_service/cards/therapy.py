@@ -152,7 +152,8 @@ def _iv_creatinine(f: Any, k: Knowledge) -> tuple[str, list[str]]:
     t = f.therapy
     return (f"{t.label.capitalize()} dose due {f.due.isoformat()}: check creatinine first (none in the last {days} days)",
             [f"{t.describe()}.", f"The next dose is due {f.due.isoformat()}; a creatinine within {days} days before each "
-             "dose is needed (labels: renal toxicity, no dose below a clearance of 35 mL/min)."])
+             f"dose is needed (labels: renal toxicity, no dose below a clearance of "
+             f"{_n(k, 'egfr_no_alendronate_zoledronate'):g} mL/min)."])
 
 
 # -- anabolic courses (ACR 2022, ES-2019, labels) ------------------------------------------------------
@@ -191,11 +192,12 @@ def _anabolic_ended(f: Any, k: Knowledge) -> tuple[str, list[str]]:
 
 
 # -- records to confirm (rules §6.1) ---------------------------------------------------------------------
-def _record_item(kind: str, value: str) -> tuple[str, str]:
+def _record_item(kind: str, value: str, k: Knowledge) -> tuple[str, str]:
     """(the short words for the summary, the whole line)"""
     if kind == "no-supply":
-        return (f"ordered, no supply since {value}", "no fill or administration within the order's supply and 60 days: "
-                "check adherence and whether it is still being taken")
+        grace = k.raw["medications"]["therapy"]["no_supply_days"]["value"]
+        return (f"ordered, no supply since {value}", f"no fill or administration within the order's supply and {grace} "
+                "days: check adherence and whether it is still being taken")
     if kind == "on-hold":
         return f"order on hold since {value}", "not counted as current therapy"
     if kind == "unverified":
@@ -210,7 +212,7 @@ def _record_item(kind: str, value: str) -> tuple[str, str]:
 
 def _records(f: Any, k: Knowledge) -> tuple[str, list[str]]:
     t = f.therapy
-    worded = [_record_item(kind, value) for kind, value, _ in f.items]
+    worded = [_record_item(kind, value, k) for kind, value, _ in f.items]
     return (f"{t.label.capitalize()} record to confirm: {worded[0][0]}",
             [f"{t.label}: {what} ({why})" for what, why in worded] + [f"Records: {t.describe()}."])
 

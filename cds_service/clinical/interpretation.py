@@ -143,7 +143,7 @@ def _glucocorticoid_use(facts: Facts, k: Knowledge) -> tuple[list[str], list[Glu
     from the medication records that are in use or ended within the last year."""
     found = [f"{c.display} ({c.code}, {c.resource})" for c in facts.conditions_of("long_term_glucocorticoids")
              if c.active]
-    months = float(k.threshold("recent_fracture_months"))
+    months = float(k.raw["medications"]["glucocorticoids"]["recent_months"]["value"])
     courses = [c for c in (facts.glucocorticoid or []) if c.current or months_between(c.end, facts.as_of) <= months]
     found += [c.text for c in courses]
     return found, list(facts.glucocorticoid or [])

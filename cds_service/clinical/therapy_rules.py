@@ -12,15 +12,12 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from ..knowledge import Knowledge
-from .facts.model import DOSE_UNCERTAIN, SUPPLY_ASSUMED
-from .facts import DAYS_PER_MONTH, Exposure, Facts, Score, Therapy, months_after, months_between, years_between
+from .facts.model import DOSE_UNCERTAIN, SUPPLY_ASSUMED, add_days
+from .facts import DAYS_PER_MONTH, DAYS_PER_YEAR, Exposure, Facts, Score, Therapy, months_after, months_between, years_between
 from .interpretation import Interpretation, fmt
 
 if TYPE_CHECKING:
     from .advice import Finding, Management
-
-HIP_SITES = ("total_hip", "femoral_neck")
-
 
 @dataclass
 class Holiday:
@@ -41,6 +38,22 @@ class TherapyState:
     history: list[str] = field(default_factory=list)  # "previously treated: alendronate 2014-2020, 6.1 years"
     course_notes: dict[str, list[str]] = field(default_factory=dict)  # drug → what its history says of a new course
     never_offer: dict[str, str] = field(default_factory=dict)  # drug → why it is not offered again
+
+
+def _holiday_rules(k: Knowledge) -> dict:
+    return k.treatment["holiday"]
+
+
+def _creatinine_loinc(k: Knowledge) -> str:
+    """The creatinine order of the work-up labs (treatment.yaml labs_for_workup)."""
+    return next(x["loinc"] for x in k.treatment["labs_for_workup"]
+                if "creatinine" in (x["analyte"] if isinstance(x["analyte"], list) else [x["analyte"]]))
+
+
+def _infused(t: Therapy, k: Knowledge) -> bool:
+    """Zoledronic acid, or a drug given by infusion dose by dose (IV ibandronate: its schedule's ``iv`` form)."""
+    schedule = k.raw["medications"]["therapy"]["schedules"]["value"].get(t.drug) or {}
+    return t.drug_class == "iv_bisphosphonate" or (t.mode == "dose" and isinstance(schedule.get("iv"), dict))
 
 
 def facts_rules(k: Knowledge) -> dict:
@@ -64,8 +77,9 @@ def therapy_state(interp: Interpretation, facts: Facts, k: Knowledge) -> Therapy
                  f"({'; '.join(t.period_text() for t in pth)})")
         extra = k.treatment["courses"]["pth_beyond_limit"]["value"] if months >= limit else \
             f"up to {limit:g} months in a lifetime in all: {limit - months:.0f} months remain."
-        for d in ("teriparatide", "abaloparatide"):
-            state.course_notes[d] = [f"{words}; {extra}"]
+        for d, drug in k.drugs.items():
+            if drug.drug_class == "anabolic_pth":
+                state.course_notes[d] = [f"{words}; {extra}"]
     for t in facts.therapies.values():
         if t.not_taken is not None and not t.current and t.drug_class in k.therapy_classes:
             why = f": {t.not_taken.note}" if t.not_taken.note else ""
@@ -87,9 +101,10 @@ def therapy_state(interp: Interpretation, facts: Facts, k: Knowledge) -> Therapy
     return state
 
 
-def _hip_scores(interp: Interpretation):
+def _hip_scores(interp: Interpretation, k: Knowledge):
     exam = interp.exam
-    return [s for s in exam.scores if s.kind == "t_score" and s.site in HIP_SITES] if exam else []
+    sites = set(_holiday_rules(k)["hip_sites"]["value"])
+    return [s for s in exam.scores if s.kind == "t_score" and s.site in sites] if exam else []
 
 
 def _holiday(interp: Interpretation, facts: Facts, k: Knowledge) -> Holiday | None:
@@ -97,7 +112,7 @@ def _holiday(interp: Interpretation, facts: Facts, k: Knowledge) -> Holiday | No
     if not bis:
         return None
     oral_days = sum(t.cumulative_days for t in bis if t.mode == "continuous")
-    oral_years = oral_days / 365.25
+    oral_years = oral_days / DAYS_PER_YEAR
     # zoledronic acid is counted in yearly doses given (three infusions are three years of treatment)
     iv_years = sum(len(t.doses) * round(((t.doses[0].end - t.doses[0].start).days + 1) / DAYS_PER_MONTH) / 12
                    for t in bis if t.mode == "dose" and t.doses)
@@ -112,7 +127,7 @@ def _holiday(interp: Interpretation, facts: Facts, k: Knowledge) -> Holiday | No
     first = min(t.first for t in bis if t.first)  # type: ignore[type-var]
     # the latest DXA on therapy or since: hip and femoral-neck T-scores above −2.5
     why_not: list[str] = []
-    hips = _hip_scores(interp)
+    hips = _hip_scores(interp, k)
     if interp.exam is None or interp.exam.date < first:
         why_not.append("no DXA since the bisphosphonate started")
     elif not hips:
@@ -263,7 +278,7 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
                                         if t.drug_class in ("oral_bisphosphonate", "iv_bisphosphonate"))
         base = TherapyFinding("", first, holiday=h)
         if h.state == "advise" and not held:
-            low = min(_hip_scores(interp), key=lambda s: s.value)
+            low = min(_hip_scores(interp, k), key=lambda s: s.value)
             out.append(_m("drug-holiday", "info", replace(base, kind="drug-holiday", low_hip=low), g))
         elif h.state == "continue" and bis and not held:
             iv = any(t.mode == "dose" for t in bis)
@@ -288,7 +303,7 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
     days = int(_n(k, "iv_dose_creatinine_days"))
     carded: set[str] = set()
     for t in interp.due_therapies:
-        if t.drug_class != "iv_bisphosphonate" and t.drug != "ibandronate" or t.drug in stopping:
+        if not _infused(t, k) or t.drug in stopping:
             continue
         if h is not None and h.state in ("advise", "in_progress", "reassess"):
             continue
@@ -296,27 +311,29 @@ def _bisphosphonates(interp: Interpretation, facts: Facts, k: Knowledge, state: 
         creatinine = _recent_creatinine(facts, days)
         carded.add(t.drug)
         out.append(_m("dose-due", "info", TherapyFinding("dose-due", t, last_dose=t.last_dose,
-                                                         due=t.covered_until + timedelta(days=1),
+                                                         due=add_days(t.covered_until, 1),
                                                          creatinine=creatinine),
                       ["LABELS", "ES-2019"], continue_drug=t.drug, dose_order=t.drug in k.treatment["regimens"],
-                      lab_loinc=None if creatinine else "2160-0"))
+                      lab_loinc=None if creatinine else _creatinine_loinc(k)))
     # zoledronic acid and IV ibandronate: a creatinine before each dose (rules §6.1)
     for t in facts.therapies.values():
-        if t.mode != "dose" or t.drug_class != "iv_bisphosphonate" and t.drug != "ibandronate" or t.drug in carded:
+        if t.mode != "dose" or not _infused(t, k) or t.drug in carded:
             continue
         if h is not None and h.state in ("advise", "in_progress"):
             continue  # a holiday is advised: no next dose to prepare for
         if t.last_dose is None or t.drug in stopping:
             continue
-        due = t.exposures[-1].end + timedelta(days=1)
-        if not t.on_therapy and (facts.as_of - due).days > 90:
+        due = add_days(max(d.end for d in t.doses), 1) if t.doses else None
+        if due is None:
+            continue
+        if not t.on_therapy and (facts.as_of - due).days > _n(k, "iv_dose_past_days"):
             continue  # long past: not a dose being prepared
         if (due - facts.as_of).days > days:
             continue
         if _recent_creatinine(facts, days):
             continue
         out.append(_m("iv-dose-creatinine", "info", TherapyFinding("iv-dose-creatinine", t, due=due), ["LABELS"],
-                      lab_loinc="2160-0"))
+                      lab_loinc=_creatinine_loinc(k)))
     return out
 
 

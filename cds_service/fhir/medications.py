@@ -92,33 +92,36 @@ def plan_medication_reads(resources: Iterable[dict[str, Any]], fhir_base: str | 
     have = {r.get("id") for r in resources
             if isinstance(r, dict) and r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)}
     plan = MedicationPlan()
-    for ref in medication_references(resources):
+    for n, ref in enumerate(medication_references(resources), 1):
         if ref.startswith("#"):
             continue  # contained: resolved by the facts layer from the record itself
         ident = referenced_id(ref)
+        # what the log and audit may say of it: a Medication id, never the reference as the record wrote it
+        # (an absolute URL may carry a host, a query or free text)
+        key = f"Medication/{ident}" if ident is not None and _usable(ident) else f"(reference {n})"
         if ident is not None and ident in have:
             continue  # already among the gathered resources
         if _URN_UUID.match(ref):
-            plan.skipped[_short(ref)] = URN_NOT_IN_REQUEST
+            plan.skipped[key] = URN_NOT_IN_REQUEST
             continue
         if ident is None:
-            plan.skipped[_short(ref)] = NOT_A_MEDICATION
+            plan.skipped[key] = NOT_A_MEDICATION
             continue
         if fhir_base is None:
-            plan.skipped[_short(ref)] = NO_SERVER
+            plan.skipped[key] = NO_SERVER
             continue
         relative = _on_server(ref, fhir_base)
         if relative is None:
-            plan.skipped[_short(ref)] = ANOTHER_SERVER
+            plan.skipped[key] = ANOTHER_SERVER
             continue
         path = _read_path(relative)
         if path is None:
-            plan.skipped[_short(ref)] = NOT_A_MEDICATION
+            plan.skipped[key] = NOT_A_MEDICATION
             continue
         if path in plan.reads:
             continue
         if len(plan.reads) >= cap:
-            plan.skipped[_short(ref)] = OVER_THE_CAP
+            plan.skipped[key] = OVER_THE_CAP
             continue
         plan.reads.append(path)
     return plan
@@ -147,5 +150,3 @@ def _read_path(relative: str) -> str | None:
     return relative
 
 
-def _short(ref: str) -> str:
-    return ref[:200]

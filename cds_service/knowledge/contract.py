@@ -69,7 +69,6 @@ THRESHOLDS = {
     "very_high_risk_t_below": NUMBER,
     "recent_fracture_months": NUMBER,
     "multiple_fractures_min": INT,
-    "long_term_glucocorticoid_days": INT,
     "frax_hip_treat_percent": NUMBER,
     "frax_major_treat_percent": NUMBER,
     "lab_max_age_months": INT,  # also written into card text as it is
@@ -101,6 +100,7 @@ NUMBERS = {
     "denosumab_followon_zoledronic_min_months": NUMBER,
     "anabolic_followon_months": NUMBER,
     "iv_dose_creatinine_days": INT,
+    "iv_dose_past_days": INT,
     "repeat_dxa_after_months": INT,
     "repeat_dxa_within_months": INT,
     "vfa_age_women": INT,
@@ -151,6 +151,7 @@ CONTRACT: dict[str, dict[str, Kind]] = {
         "taken/stop_or_hold/value": TEXT, "taken/stop_or_hold/source": SOURCE,
         "taken/denosumab/value": TEXT, "taken/denosumab/source": SOURCE,
         "courses/pth_beyond_limit/value": TEXT, "courses/pth_beyond_limit/source": SOURCE,
+        "holiday/hip_sites/value": SOME_TEXTS, "holiday/hip_sites/source": SOURCE,
         "labs_for_workup": LIST, "labs_for_workup/*/analyte": TEXT_OR_TEXTS,
         **{f"labs_for_workup/*/{p}": kind for p, kind in _ORDER.items()},
         **{f"repeat_dxa/{p}": kind for p, kind in _ORDER.items()},
@@ -178,7 +179,7 @@ CONTRACT: dict[str, dict[str, Kind]] = {
                     "statement_statuses": SOME_TEXTS, "statement_not_counted": TEXTS,
                     "administration_doses": SOME_TEXTS, "administration_uncertain": TEXTS,
                     "administration_not_counted": TEXTS, "dispense_statuses": SOME_TEXTS, "fhir_statuses": WORD_LISTS,
-                    "merge_days": INT, "gap_bridged_days": INT, "request_default_days": INT,
+                    "merge_days": INT, "gap_bridged_days": INT, "request_default_days": INT, "max_supply_days": INT,
                     "dispense_default_days": INT, "no_supply_days": INT, "statement_unverified_months": NUMBER,
                     "schedules": MAPPING, "dose_units": SOME_TEXTS, "dose_days": MAPPING}, "therapy/"),
         **{f"therapy/fhir_statuses/value/{rt}": SOME_TEXTS for rt in (
@@ -191,7 +192,7 @@ CONTRACT: dict[str, dict[str, Kind]] = {
         **_entries({"equivalents": FACTORS, "not_counted_names": TEXTS, "systemic_routes": TEXTS, "local_routes": TEXTS,
                     "systemic_words": SOME_TEXTS, "local_words": SOME_TEXTS, "min_daily_mg": NUMBER, "min_days": INT,
                     "join_gap_days": INT, "very_high_daily_mg": NUMBER, "very_high_days": INT,
-                    "very_high_year_grams": NUMBER, "frax_note": TEXT}, "glucocorticoids/"),
+                    "very_high_year_grams": NUMBER, "frax_note": TEXT, "recent_months": INT}, "glucocorticoids/"),
     },
     "conditions": {  # fractures: read by Knowledge.fracture_rules (rules §6.3)
         "fractures/source": SOURCE,

@@ -334,7 +334,7 @@ def test_absolute_reference_to_another_server_is_never_requested(app_client, fhi
     assert other.log == [], "nothing may be sent to another server"
     assert httpserver.log == []
     assert not medication_ids(received[0])
-    assert call(app, body).medications == {ref: plan.ANOTHER_SERVER}
+    assert call(app, body).medications == {"Medication/m1": plan.ANOTHER_SERVER}  # by its id: never the URL
     assert other.log == []
 
 
@@ -358,7 +358,7 @@ def test_urn_uuid_reference_is_not_read(app_client, fhir, httpserver):
     body = with_records(with_server(fhir), record(ref))
     post(client, body)
     assert httpserver.log == []
-    assert call(app, body).medications == {ref: plan.URN_NOT_IN_REQUEST}
+    assert call(app, body).medications == {"Medication/1b2c3d4e-0000-4000-8000-000000000001": plan.URN_NOT_IN_REQUEST}
 
 
 @pytest.mark.parametrize("ref", ["Medication/m1", "https://ehr.example.org/fhir/Medication/m1",
@@ -409,7 +409,7 @@ def test_the_log_names_each_reference_and_its_outcome(client, fhir, caplog):
                                   record("urn:uuid:0f0f", rid="c")))
     [line] = [r for r in caplog.records if r.name == "cds_service.request" and getattr(r, "path", "") == SERVICE_URL]
     assert line.medications == {"Medication/m1": "fetched", "Medication/m2": "failed: HTTP 404",
-                                "urn:uuid:0f0f": plan.URN_NOT_IN_REQUEST}
+                                "Medication/0f0f": plan.URN_NOT_IN_REQUEST}
     text = line.getMessage()
     assert TOKEN not in text and "secret server words" not in text and "alendronate" not in text
 
@@ -428,3 +428,14 @@ def test_the_audit_records_each_reference_and_its_outcome(fhir, tmp_path):
     keys = json.loads(keys)
     assert keys["Medication/m1"] == "fetched" and keys["Medication/m2"] == "failed: HTTP 404"
     assert keys["medicationRequests"] == "prefetch"
+
+
+def test_a_reference_with_a_token_or_free_text_never_reaches_the_log(client, fhir, caplog):
+    """Review: the reference as the record wrote it reached the log line and the audit record."""
+    secret = "https://other.example/Medication/xaccess_tokeneyJhbGciOiJIUzI1NiJ9.SECRETPAYLOAD"
+    with caplog.at_level(logging.INFO, logger="cds_service.request"):
+        post(client, with_records(with_server(fhir), record(secret, rid="a"), record("JaneDoeDOB1950MRN4471", rid="b")))
+    [line] = [r for r in caplog.records if r.name == "cds_service.request" and getattr(r, "path", "") == SERVICE_URL]
+    text = line.getMessage() + json.dumps(line.medications)
+    assert "SECRETPAYLOAD" not in text and "access_token" not in text and "JaneDoe" not in text
+    assert "other.example" not in text

@@ -93,7 +93,7 @@ class FactBuilder(ObservationReader, ConditionReader, MedicationReader):
                     self._encounter(r, facts)
                 elif rtype in KIND:
                     self._medication(r, facts, medications)
-            except (AttributeError, TypeError, ValueError, KeyError, OverflowError):
+            except (AttributeError, TypeError, ValueError, KeyError, ArithmeticError):
                 # a relevant resource whose elements are not shaped as FHIR R4: said, never dropped silently
                 facts.ignored.append(Ignored(_ref(r), "malformed: an element does not have its FHIR R4 type"))
         self._read_labs(deferred, facts)

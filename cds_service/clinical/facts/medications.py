@@ -9,11 +9,11 @@ cannot be used (no date, no known drug, a status outside FHIR's value set, an un
 """
 from __future__ import annotations
 
+import math
 import re
-from datetime import timedelta
 from typing import Any
 
-from .model import (DAYS_PER_MONTH, DOSE_UNCERTAIN, DRUG_MEMO_SIZE, SUPPLY_ASSUMED, DRUG_MEMO_TEXT, Facts, Ignored, MedicationFact, _codings,
+from .model import (DAYS_PER_MONTH, DOSE_UNCERTAIN, add_days, DRUG_MEMO_SIZE, SUPPLY_ASSUMED, DRUG_MEMO_TEXT, Facts, Ignored, MedicationFact, _codings,
                     _display, _number, _ref, _text_of, parse_date)
 
 KIND = {"MedicationRequest": "request", "MedicationStatement": "statement",
@@ -75,7 +75,10 @@ class MedicationReader:
         """The record's medication concept, resolving ``medicationReference`` to a contained Medication
         or one among the resources (by ``Medication/{id}`` or ``urn:uuid:{id}``): (concept, why not)."""
         if "medicationCodeableConcept" in med:
-            return med.get("medicationCodeableConcept"), None
+            concept = med.get("medicationCodeableConcept")
+            if not isinstance(concept, dict):
+                return None, "has a medicationCodeableConcept that is not a CodeableConcept"
+            return concept, None
         ref = med.get("medicationReference")
         if not isinstance(ref, dict):
             return None, "names no medication (no medicationCodeableConcept or medicationReference)"
@@ -98,7 +101,12 @@ class MedicationReader:
             return None, (f"its medicationReference {target} could not be resolved (not contained, not in the data, "
                           "not readable from the fhirServer)")
         concept = found.get("code")
-        if isinstance(ref.get("display"), str) and isinstance(concept, dict) and not concept.get("text"):
+        if not isinstance(concept, dict):
+            if isinstance(ref.get("display"), str) and ref["display"].strip():
+                concept = {"text": ref["display"]}  # the reference's own words, when the Medication has no code
+            else:
+                return None, f"its Medication ({target}) has no code"
+        if isinstance(ref.get("display"), str) and not concept.get("text"):
             concept = {**concept, "text": ref["display"]}
         form = _display(found.get("form"))
         if form and isinstance(concept, dict):  # "Prolia" + form "Injection" → the words of a product
@@ -204,7 +212,7 @@ class MedicationReader:
             return None
         if status not in self._med_rules["request_statuses"]:
             facts.ignored.append(Ignored(ref, f"{label}: order status {status} does not count "
-                                              "(cancelled, entered-in-error, draft and unknown orders are not exposure)"))
+                                              f"({', '.join(self._med_rules['request_not_counted'])} orders are not exposure)"))
             return None
         bounds = {}
         for di in _dosages(med):
@@ -224,6 +232,8 @@ class MedicationReader:
         repeats = dr.get("numberOfRepeatsAllowed")
         repeats = repeats if isinstance(repeats, int) and not isinstance(repeats, bool) and 0 <= repeats < 1000 else 0
         supplied = int(supply * (1 + repeats)) if supply else None
+        if supplied is not None and supplied > int(self._med_rules["max_supply_days"]):
+            supplied = None  # an implausible supply (a typing error or a placeholder): the convention applies
         if status == "active":
             ended = bound_end is not None and bound_end < facts.as_of
             return MedicationFact(**base, start=start, end=bound_end if ended else None, current=not ended,
@@ -237,7 +247,7 @@ class MedicationReader:
             return MedicationFact(**base, start=authored or start, dose=True)
         # completed or stopped: exposure for the order's supply, cut at how long it may be filled
         if supplied is not None:
-            end = start + timedelta(days=max(supplied - 1, 0))
+            end = add_days(start, max(supplied - 1, 0))
             if validity_end and validity_end < end:
                 end = validity_end
         else:
@@ -248,7 +258,7 @@ class MedicationReader:
         if bound_end:
             end = bound_end
         if end is None:  # the rules' convention for an order of unknown length (90 days)
-            end = start + timedelta(days=int(self._med_rules["request_default_days"]) - 1)
+            end = add_days(start, int(self._med_rules["request_default_days"]) - 1)
         return MedicationFact(**base, start=start, end=end, supply_days=supplied)
 
     def _statement(self, med, facts, base, dose_drug, label) -> MedicationFact | None:
@@ -266,7 +276,9 @@ class MedicationReader:
             why = "; ".join(t for t in (_display(r) for r in reasons) if t)[:200] or None
             return MedicationFact(**base, start=when, not_taken=True, asserted=asserted, note=why)
         if status not in self._med_rules["statement_statuses"]:
-            why = {"intended": "a plan, not exposure (statement intended)"}.get(status, f"statement status {status} does not count")
+            why = {"intended": "a plan, not exposure (statement intended)"}.get(
+                status, f"statement status {status} does not count "
+                        f"({', '.join(self._med_rules['statement_not_counted'])} statements are not exposure)")
             facts.ignored.append(Ignored(ref, f"{label}: {why}"))
             return None
         if start is None:
@@ -287,7 +299,7 @@ class MedicationReader:
 
     def _administration(self, med, facts, base, dose_drug, label) -> MedicationFact | None:
         ref, status = base["resource"], base["status"]
-        if status in self._med_rules["administration_not_counted"]:
+        if status not in self._med_rules["administration_doses"] and status not in self._med_rules["administration_uncertain"]:
             why = {"not-done": "not given (not-done)", "entered-in-error": "entered in error"}.get(status, f"status {status}")
             facts.ignored.append(Ignored(ref, f"{label}: administration {why}; not counted as a dose"))
             return None
@@ -299,7 +311,7 @@ class MedicationReader:
         if dose_drug:
             return MedicationFact(**base, start=when, dose=True, note=note)
         days = self._dose_days(base["drug"], med)
-        return MedicationFact(**base, start=when, end=when + timedelta(days=max(days - 1, 0)), note=note,
+        return MedicationFact(**base, start=when, end=add_days(when, max(days - 1, 0)), note=note,
                               supply_days=days)
 
     def _dispense(self, med, facts, base, dose_drug, label) -> MedicationFact | None:
@@ -315,13 +327,14 @@ class MedicationReader:
             return MedicationFact(**base, start=when, dose=True)
         days = duration_days(med.get("daysSupply"))
         note = None
-        if days is None or days <= 0:
+        limit = float(self._med_rules["max_supply_days"])
+        if days is None or days <= 0 or days > limit:
             days = self._quantity_days(base["drug"], med)
-        if days is None:
+        if days is None or days > limit:
             days = float(self._med_rules["dispense_default_days"])
             note = SUPPLY_ASSUMED
         days = max(int(round(days)), 1)
-        return MedicationFact(**base, start=when, end=when + timedelta(days=days - 1), note=note, supply_days=days)
+        return MedicationFact(**base, start=when, end=add_days(when, days - 1), note=note, supply_days=days)
 
     def _dose_days(self, drug: str, med: dict[str, Any]) -> int:
         """Days one dose lasts: from the record's timing (once weekly → 7), else the drug's default."""
@@ -369,13 +382,13 @@ class MedicationReader:
             elif self._gc_systemic_words.search(words):
                 route = "systemic"
         factor = next((f for name, f in self._gc_names if re.search(rf"\b{name}\b", _text_of(concept), re.I)), None)
-        daily = self._daily_mg(med, _text_of(concept))
+        daily = self._daily_mg(med, _text_of(concept), self._dose_units)
         planned = self._planned_days(med)
         return replace(fact, route=route, daily_mg=round(daily * float(factor), 2) if daily and factor else None,
                        planned_days=planned)
 
     @staticmethod
-    def _daily_mg(med: dict[str, Any], text: str) -> float | None:
+    def _daily_mg(med: dict[str, Any], text: str, dose_units: frozenset[str]) -> float | None:
         """mg of the drug a day from the dosage: a dose in mg, or in tablets × the strength in the name,
         times doses a day from the timing (once a day when the timing says nothing)."""
         for d in _dosages(med):
@@ -396,15 +409,19 @@ class MedicationReader:
                 mg = value * 1000
             else:
                 strength = STRENGTH_MG.search(text)
-                if not strength or unit not in ("tab", "{tbl}", "tbl", "tablet", "{tablet}", "tablets", "1", "{dose}", ""):
+                if not strength or (unit and unit not in dose_units):
                     continue
                 mg = value * float(strength.group(1))
             rep = _period(_period(d.get("timing")).get("repeat"))
             freq, period = rep.get("frequency", 1), rep.get("period", 1)
             unit_days = DURATION_DAYS.get(rep.get("periodUnit", "d")) if isinstance(rep.get("periodUnit", "d"), str) else None
-            if not (isinstance(freq, (int, float)) and isinstance(period, (int, float)) and period > 0 and unit_days):
+            if not (isinstance(freq, (int, float)) and isinstance(period, (int, float)) and unit_days
+                    and not isinstance(freq, bool) and 0 < freq < 1000 and 0 < period < 1e6):
+                continue  # an unreadable timing: the dose is unknown, never negative or infinite
+            daily = mg * freq / (period * unit_days)
+            if not math.isfinite(daily) or daily <= 0:
                 continue
-            return mg * freq / (period * unit_days)
+            return daily
         return None
 
     @staticmethod

@@ -57,6 +57,15 @@ def months_after(start: date, months: float) -> date:
         return date.max if months > 0 else date.min
 
 
+def add_days(start: date, days: float) -> date:
+    """``start`` plus ``days``; past the calendar's ends (a record ending 9999-12-31, a supply of 10,000
+    years) it stays at the first or last representable day instead of failing."""
+    try:
+        return start + timedelta(days=int(days))
+    except (OverflowError, ValueError):
+        return date.max if days > 0 else date.min
+
+
 def age_on(birth: date, on: date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
@@ -257,7 +266,7 @@ class Therapy:
             start = min((r.start for r in self.current if r.start), default=None)
             last = max((e for _, e in self.spans if e < self.as_of), default=None)
             if start:
-                begin = max(start, last + timedelta(days=1)) if last else start
+                begin = max(start, add_days(last, 1)) if last else start
                 total += max(0, (self.as_of - begin).days + 1)
         return total
 

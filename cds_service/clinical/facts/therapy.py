@@ -10,11 +10,11 @@ Every number here comes from knowledge/medications.yaml ``therapy`` and ``glucoc
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from ...knowledge import Knowledge
-from .model import DAYS_PER_MONTH, Exposure, Facts, Ignored, MedicationFact, Therapy, months_between
+from .model import DAYS_PER_MONTH, Exposure, add_days, Facts, Ignored, MedicationFact, Therapy, months_between
 
 
 def _value(section: dict[str, Any], key: str) -> Any:
@@ -30,7 +30,7 @@ def build_therapies(facts: Facts, k: Knowledge) -> dict[str, Therapy]:
     by_drug: dict[str, list[MedicationFact]] = {}
     kept: list[MedicationFact] = []
     for m in facts.medications:
-        if m.start is not None and m.start > future + timedelta(days=1):
+        if m.start is not None and m.start > add_days(future, 1):
             facts.ignored.append(Ignored(m.resource, f"{m.label}: dated in the future ({m.start.isoformat()}, after "
                                                      "the evaluation date)"))
             continue
@@ -81,7 +81,7 @@ def _doses(records: list[MedicationFact], cover: int, merge: int) -> list[Exposu
         start = g[0].start
         assert start is not None
         note = next((r.note for r in g if r.note), None)
-        out.append(Exposure(start, start + timedelta(days=cover - 1), tuple(r.resource for r in g), g[0].kind, True, note))
+        out.append(Exposure(start, add_days(start, cover - 1), tuple(r.resource for r in g), g[0].kind, True, note))
     return out
 
 
@@ -111,7 +111,7 @@ def _stretches(records: list[MedicationFact], as_of: date, merge: int) -> list[E
         assert first.start is not None
         length = max((end - r.start).days for r, end in g)  # type: ignore[operator]
         note = next((r.note for r, _ in g if r.note), None)
-        out.append(Exposure(first.start, first.start + timedelta(days=length), tuple(r.resource for r, _ in g),
+        out.append(Exposure(first.start, add_days(first.start, length), tuple(r.resource for r, _ in g),
                             first.kind, False, note))
     return out
 
@@ -172,7 +172,7 @@ def _status(t: Therapy, records: list[MedicationFact], rules: dict[str, Any], an
             last_supply = max((r.end or r.start for r in supplied), default=None)  # type: ignore[type-var]
             order = min(orders, key=lambda r: r.start)  # type: ignore[arg-type, return-value]
             since = last_supply or order.start
-            allowed = since + timedelta(days=grace + (0 if last_supply else (order.supply_days or default)))
+            allowed = add_days(since, grace + (0 if last_supply else (order.supply_days or default)))
             if allowed < as_of:
                 no_supply = since
     # statements with nothing else behind them, asserted long ago
@@ -222,7 +222,7 @@ def glucocorticoid_courses(facts: Facts, k: Knowledge) -> list[GlucocorticoidCou
         elif m.end:
             end = m.end
         elif m.planned_days:
-            end = m.start + timedelta(days=m.planned_days - 1)
+            end = add_days(m.start, m.planned_days - 1)
         else:
             end = m.start
         items.append((m.start, min(max(end, m.start), facts.as_of), m))
@@ -257,7 +257,7 @@ def _very_high(group: list[tuple[date, date, MedicationFact]], as_of: date, g: d
     days_high = sum((e - s).days + 1 for s, e in high)
     if days_high > high_days:
         return f"≥ {high_mg:g} mg/day prednisone-equivalent for {days_high} days (more than {high_days})"
-    year_start = as_of - timedelta(days=365)
+    year_start = add_days(as_of, -365)
     total = 0.0
     for s, e, m in group:
         if m.daily_mg is None:
