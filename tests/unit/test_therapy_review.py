@@ -137,3 +137,60 @@ def test_the_therapy_rules_return_data_and_the_card_builders_word_it(knowledge):
             seen.add(m.finding.kind)
     assert len(seen) >= 10, seen
     assert seen <= set(_WORDS)
+
+
+# -- review: odd records never give a 500, and none is dropped without a word ---------------------------
+def _odd_records():
+    from .test_therapy import dosage
+
+    far = date(9999, 12, 31)
+    gc = request("prednisone", ago(500), dosageInstruction=[dosage(mg=10)])
+    gc["dosageInstruction"][0]["timing"]["repeat"].update({"period": 5e-324, "periodUnit": "min"})
+    neg = request("prednisone", ago(500), rid="neg", dosageInstruction=[dosage(mg=10)])
+    neg["dosageInstruction"][0]["timing"]["repeat"]["frequency"] = -1
+    return {
+        "zoledronic acid statement to 9999-12-31": [statement("zoledronic_acid", status="completed", start=date(2020, 1, 1),
+                                                             end=far)],
+        "order with a 10,000-year supply beside a fill": [
+            request("alendronate", ago(100), dispenseRequest={"expectedSupplyDuration": {"value": 10000, "unit": "a",
+                                                                                          "code": "a"}}),
+            dispense("risedronate", ago(20), days_supply=30)],
+        "fill whose supply runs past year 9998": [request("alendronate", ago(100)),
+                                                  dispense("alendronate", ago(10), days_supply=3_000_000)],
+        "glucocorticoid timing of 5e-324 minutes": [gc],
+        "glucocorticoid frequency -1": [neg],
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_odd_records()))
+def test_odd_records_give_cards_not_an_error(knowledge, name):
+    from cds_service.cards.advice import advice_cards
+
+    a, facts = advice_of(knowledge, *osteoporosis(*_odd_records()[name]))
+    cards = advice_cards(a, facts, knowledge)
+    assert cards and all(len(c["summary"]) <= 140 for c in cards)
+
+
+def test_a_negative_glucocorticoid_frequency_is_an_unknown_dose_not_a_dropped_course(knowledge):
+    a, facts = advice_of(knowledge, *osteoporosis(*_odd_records()["glucocorticoid frequency -1"]))
+    assert a.interp.glucocorticoids and "dose unknown" in a.interp.glucocorticoids[0]
+
+
+@pytest.mark.parametrize("record, why", [
+    ({"resourceType": "MedicationRequest", "id": "s", "status": "active", "intent": "order",
+      "authoredOn": "2026-01-01", "medicationCodeableConcept": "denosumab 60 mg"}, "not a CodeableConcept"),
+    ({"resourceType": "MedicationRequest", "id": "c", "status": "active", "intent": "order", "authoredOn": "2026-01-01",
+      "medicationReference": {"reference": "Medication/nocode"}}, "has no code"),
+])
+def test_a_record_whose_drug_cannot_be_read_is_listed(knowledge, record, why):
+    nocode = {"resourceType": "Medication", "id": "nocode", "form": {"text": "injection"}}
+    facts = FactBuilder(knowledge).build(patient("female", born(70)), [record, nocode], AS_OF)
+    assert any(why in i.reason for i in facts.ignored if i.resource.endswith("/" + record["id"]))
+
+
+def test_a_medication_with_no_code_is_read_by_the_reference_display(knowledge):
+    rec = {"resourceType": "MedicationRequest", "id": "d", "status": "active", "intent": "order",
+           "authoredOn": "2026-01-01", "medicationReference": {"reference": "Medication/nocode", "display": "Prolia"}}
+    facts = FactBuilder(knowledge).build(patient("female", born(70)), [rec, {"resourceType": "Medication", "id": "nocode"}],
+                                         AS_OF)
+    assert "denosumab" in facts.therapies
