@@ -205,7 +205,7 @@ def management_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[st
     out = []
     pid = facts.patient.id
     for m in advice.management:
-        summary, body = words(m.finding, k) if m.finding is not None else (m.summary, m.lines)
+        summary, body = words(m.finding, k)
         lines = [f"**{summary}**", ""] + [f"- {x}" for x in body]
         sugg = []
         if m.continue_drug and m.held and m.continue_drug in k.treatment["regimens"] and m.kind.startswith("denosumab"):

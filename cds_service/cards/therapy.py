@@ -217,6 +217,38 @@ def _records(f: Any, k: Knowledge) -> tuple[str, list[str]]:
             [f"{t.label}: {what} ({why})" for what, why in worded] + [f"Records: {t.describe()}."])
 
 
+# -- fractures on therapy (rules §6.3; IOF 2012, AACE-2020, ASBMR 2014) -----------------------------------
+def _fracture_line(f: Any, m: Any) -> str:
+    return (f"{f.site_label} fracture {f.when}: {f.display} ({', '.join(r.fact.resource for r in f.records)}), "
+            f"while on {m.display} ({m.resource}{', since ' + m.start.isoformat() if m.start else ''}).")
+
+
+def _atypical(f: Any, k: Knowledge) -> tuple[str, list[str]]:
+    fracture, m = f.fractures[0]
+    return (f"Femoral fracture on {m.label}: review for an atypical femoral fracture",
+            [_fracture_line(fracture, m),
+             "A subtrochanteric or femoral shaft fracture on an antiresorptive may be an atypical femoral fracture: "
+             "review the radiographs against the ASBMR case definition, image the other femur, and do not treat it "
+             "as treatment failure until it is excluded."])
+
+
+def _fracture_on_therapy(f: Any, k: Knowledge) -> tuple[str, list[str]]:
+    pairs, minimum = f.fractures, k.fracture_rules.treatment_failure_min
+    lines = [_fracture_line(fracture, m) for fracture, m in pairs]
+    drugs = ", ".join(dict.fromkeys(m.label for _, m in pairs))
+    if len(pairs) >= minimum:
+        lines.append(f"{len(pairs)} fragility fractures on therapy: treatment failure (IOF 2012: {minimum} or more). "
+                     "Check adherence and administration, look for secondary causes (labs), and consider anabolic "
+                     "therapy.")
+        return (f"Treatment failure: {len(pairs)} fractures on {drugs}; review adherence, secondary causes, consider "
+                "anabolic therapy", lines)
+    fracture, _ = pairs[0]
+    lines.append("Ask about adherence and how the drug is taken, and look for secondary causes (labs). One fracture on "
+                 f"therapy is not by itself treatment failure (IOF 2012: {minimum} or more fractures); it is very high "
+                 "risk (AACE-2020): consider anabolic therapy.")
+    return f"Fracture on {drugs}: {fracture.site_label} fracture {fracture.when}; check adherence and secondary causes", lines
+
+
 _WORDS: dict[str, Callable[[Any, Knowledge], tuple[str, list[str]]]] = {
     "denosumab-unknown-last-dose": _dmab_unknown, "denosumab-early-zoledronic": _dmab_early,
     "denosumab-stopping": _dmab_stopping, "denosumab-overdue": _dmab_overdue, "denosumab-due": _dmab_due,
@@ -224,4 +256,5 @@ _WORDS: dict[str, Callable[[Any, Knowledge], tuple[str, list[str]]]] = {
     "drug-holiday-in-progress": _holiday_in_progress, "drug-holiday-reassess": _holiday_reassess,
     "dose-due": _dose_due, "iv-dose-creatinine": _iv_creatinine, "anabolic-stopping": _anabolic_stopping,
     "anabolic-complete": _anabolic_complete, "anabolic-ended": _anabolic_ended, "records-to-confirm": _records,
+    "fracture-on-therapy": _fracture_on_therapy, "atypical-femoral-fracture-review": _atypical,
 }

@@ -64,19 +64,18 @@ class TreatmentPlan:
 
 @dataclass
 class Management:
-    kind: str  # denosumab-overdue | denosumab-due | denosumab-stopping | drug-holiday | continue-bisphosphonate
-    #            | anabolic-complete | fracture-on-therapy | denosumab-unknown-last-dose
+    """A therapy-management card to be: what the rule found (``finding``, a TherapyFinding of
+    clinical/therapy_rules.py, worded by cards/therapy.py) and what the card offers."""
+    kind: str  # the finding's kind: denosumab-overdue, drug-holiday, anabolic-ended, fracture-on-therapy, ...
     indicator: str
-    summary: str
-    lines: list[str]
     guidelines: list[str]
+    finding: Any  # TherapyFinding (rules §6.1, §6.3): structured; the card builders word it
     suggest: list[str] = field(default_factory=list)  # regimens offered as orders
     continue_drug: str | None = None  # a drug already active, offered only as "continue"
     held: bool = False  # the next dose waits for a contraindication to be corrected: "continue" is not recommended
     dose_order: bool = False  # with "continue", a draft order for the dose that is due (rules §6.1)
     lab_loinc: str | None = None  # a lab to order before the next dose (creatinine before an IV bisphosphonate)
     suggest_from: date | None = None  # the suggested drugs' first dose not before this day (a timed hand-over)
-    finding: Any = None  # TherapyFinding (rules §6.1): structured; the card builders word it (cards/therapy.py)
 
 
 @dataclass
@@ -522,43 +521,23 @@ def _fractures_on_therapy(interp: Interpretation, k: Knowledge, blocked: set[str
     and asks about adherence and secondary causes; "treatment failure" only from IOF 2012's count of
     fractures on therapy; a subtrochanteric or femoral shaft fracture on an antiresorptive is reviewed for
     an atypical femoral fracture instead."""
+    from .therapy_rules import TherapyFinding
+
     antiresorptive = set(k.treatment["orders"]["antiresorptive_classes"])
-    rules = k.fracture_rules
     out: list[Management] = []
     aff = [(f, m) for f, m in interp.on_therapy if f.aff_site and m.drug_class in antiresorptive]
     others = [(f, m) for f, m in interp.on_therapy if (f, m) not in aff]
     for f, m in aff:
-        out.append(Management(
-            "atypical-femoral-fracture-review", "warning",
-            f"Femoral fracture on {m.label}: review for an atypical femoral fracture",
-            [f"{f.site_label} fracture {f.when}: {f.display} ({', '.join(r.fact.resource for r in f.records)}), "
-             f"while on {m.display} ({m.resource}{', since ' + m.start.isoformat() if m.start else ''}).",
-             "A subtrochanteric or femoral shaft fracture on an antiresorptive may be an atypical femoral fracture: "
-             "review the radiographs against the ASBMR case definition, image the other femur, and do not treat it "
-             "as treatment failure until it is excluded."],
-            ["ASBMR-2014", "LABELS"]))
+        out.append(Management("atypical-femoral-fracture-review", "warning", ["ASBMR-2014", "LABELS"],
+                              finding=TherapyFinding("atypical-femoral-fracture-review", m, fractures=((f, m),))))
     if not others:
         return out
-    lines = [f"{f.site_label} fracture {f.when}: {f.display} ({', '.join(r.fact.resource for r in f.records)}), "
-             f"while on {m.display} ({m.resource}{', since ' + m.start.isoformat() if m.start else ''})."
-             for f, m in others]
-    drugs = ", ".join(dict.fromkeys(m.label for _, m in others))
     anabolic = [d for d in k.management("after_failure") if d not in blocked and d not in active_drugs]
-    if len(others) >= rules.treatment_failure_min:
-        summary = f"Treatment failure: {len(others)} fractures on {drugs}; review adherence, secondary causes, consider anabolic therapy"
-        lines.append(f"{len(others)} fragility fractures on therapy: treatment failure (IOF 2012: "
-                     f"{rules.treatment_failure_min} or more). Check adherence and administration, look for "
-                     "secondary causes (labs), and consider anabolic therapy.")
-        guidelines = ["IOF-2012", "AACE-2020", "ES-2019"]
-    else:
-        f, m = others[0]
-        summary = f"Fracture on {drugs}: {f.site_label} fracture {f.when}; check adherence and secondary causes"
-        lines.append("Ask about adherence and how the drug is taken, and look for secondary causes (labs). "
-                     f"One fracture on therapy is not by itself treatment failure (IOF 2012: "
-                     f"{rules.treatment_failure_min} or more fractures); it is very high risk (AACE-2020): "
-                     "consider anabolic therapy.")
-        guidelines = ["AACE-2020", "IOF-2012"]
-    out.append(Management("fracture-on-therapy", "warning", summary, lines, guidelines, suggest=anabolic))
+    failure = len(others) >= k.fracture_rules.treatment_failure_min
+    out.append(Management("fracture-on-therapy", "warning",
+                          ["IOF-2012", "AACE-2020", "ES-2019"] if failure else ["AACE-2020", "IOF-2012"],
+                          suggest=anabolic,
+                          finding=TherapyFinding("fracture-on-therapy", others[0][1], fractures=tuple(others))))
     return out
 
 
@@ -668,7 +647,7 @@ def advise(interp: Interpretation, facts: Facts, k: Knowledge) -> Advice:
     for m in management:  # a lab a therapy rule asks for before the next dose (creatinine before IV doses)
         if m.lab_loinc and all(o.loinc != m.lab_loinc for o in orders):
             lab = next(x for x in k.treatment["labs_for_workup"] if x["loinc"] == m.lab_loinc)
-            due = m.finding.due if m.finding is not None else None
+            due = m.finding.due
             orders.append(Order(m.lab_loinc, lab["display"], f"before the next {m.finding.therapy.label} dose"
-                                + (f" (due {due.isoformat()})" if due else "") if m.finding is not None else m.summary))
+                                + (f" (due {due.isoformat()})" if due else "")))
     return Advice(interp, found, plan, management, orders, notes, supportive(interp, facts, k, plan), state)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..knowledge import Knowledge
 from .facts.model import DOSE_UNCERTAIN, SUPPLY_ASSUMED, add_days
@@ -178,6 +178,7 @@ class TherapyFinding:
     #            | denosumab-due | denosumab-on-schedule | drug-holiday | continue-bisphosphonate
     #            | drug-holiday-in-progress | drug-holiday-reassess | dose-due | iv-dose-creatinine
     #            | anabolic-stopping | anabolic-complete | anabolic-ended | records-to-confirm
+    #            | fracture-on-therapy | atypical-femoral-fracture-review (rules §6.3)
     therapy: Therapy
     last_dose: date | None = None
     due: date | None = None  # the next dose's day
@@ -195,6 +196,7 @@ class TherapyFinding:
     complete: str | None = None  # a course complete: what its history says
     never_again: str | None = None  # why the drug is never given again
     items: tuple[tuple[str, str, bool], ...] = ()  # records to confirm: (what, why, a warning)
+    fractures: tuple[tuple[Any, Therapy], ...] = ()  # fragility fractures on therapy, each with its drug (rules §6.3)
 
 
 def manage_therapies(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding], state: TherapyState,
@@ -210,7 +212,7 @@ def manage_therapies(interp: Interpretation, facts: Facts, k: Knowledge, found: 
 def _m(kind: str, indicator: str, finding: TherapyFinding, guidelines: list[str], **kw) -> Management:
     from .advice import Management
 
-    return Management(kind, indicator, "", [], guidelines, finding=finding, **kw)
+    return Management(kind, indicator, guidelines, finding, **kw)
 
 
 def _denosumab(interp: Interpretation, facts: Facts, k: Knowledge, found: list[Finding], state: TherapyState,

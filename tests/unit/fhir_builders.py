@@ -30,10 +30,10 @@ def summary_of(m) -> str:
     """A Management's summary as the card shows it: worded by cards/therapy.py for a §6.1 finding."""
     from cds_service.cards.therapy import words
 
-    return words(m.finding, _knowledge())[0] if m.finding is not None else m.summary
+    return words(m.finding, _knowledge())[0]
 
 
 def lines_of(m) -> list[str]:
     from cds_service.cards.therapy import words
 
-    return words(m.finding, _knowledge())[1] if m.finding is not None else m.lines
+    return words(m.finding, _knowledge())[1]
