@@ -69,7 +69,10 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge,
         summary = f"Osteoporosis{by_fracture}, {risk}{where}" + (f" ({low.date.isoformat()})" if low else "") + f"; {state}"
         if len(summary) > 140:
             summary = f"Osteoporosis{by_fracture}, {risk}; {state}"
-        if not treated and not paused and not (due and "denosumab" not in due):
+        # a yearly infusion due is routine; a denosumab dose due or late is not (rebound): its own card is the alarm,
+        # this one stays a warning
+        rebound = any(t.drug == "denosumab" for t in interp.due_therapies)
+        if not treated and not paused and not (interp.due_therapies and not rebound):
             indicator = "critical" if interp.risk == "very_high" else "warning"
         head = f"**Osteoporosis** — {risk}."
     elif d == "low_bone_mass":

@@ -104,9 +104,11 @@ def active_therapies(facts: Facts, k: Knowledge) -> list[Therapy]:
     return [t for t in facts.therapies.values() if t.drug_class in k.therapy_classes and t.on_therapy]
 
 
-def previous_therapies(facts: Facts, k: Knowledge) -> list[Therapy]:
+def previous_therapies(facts: Facts, k: Knowledge, due: list[Therapy]) -> list[Therapy]:
+    """Osteoporosis drugs whose exposure ended (``due``: those whose next dose is due are not among them)."""
+    late = {t.drug for t in due}
     return [t for t in facts.therapies.values() if t.drug_class in k.therapy_classes and t.previously_treated
-            and t not in due_therapies(facts, k)]
+            and t.drug not in late]
 
 
 def due_therapies(facts: Facts, k: Knowledge) -> list[Therapy]:
@@ -174,10 +176,11 @@ def interpret(facts: Facts, k: Knowledge) -> Interpretation:
     birth = facts.patient.birth_date
     events = fracture_events(facts, k)
     fractures = [e for e in events if e.counted]
+    due = due_therapies(facts, k)
     interp = Interpretation(method="undetermined", group="", age_at_exam=None, exam=exam,
                             active_therapies=active_therapies(facts, k),
-                            previous_therapies=previous_therapies(facts, k),
-                            due_therapies=due_therapies(facts, k), fractures=fractures,
+                            previous_therapies=previous_therapies(facts, k, due),
+                            due_therapies=due, fractures=fractures,
                             fractures_not_counted=[e for e in events if not e.counted])
     for f in fractures:
         on = _fracture_on_therapy(f, facts, k)

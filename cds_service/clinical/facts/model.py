@@ -165,9 +165,6 @@ class MedicationFact:
     planned_days: int | None = None  # the length of course the record plans (glucocorticoids)
     supply_days: int | None = None  # the supply a fill or order gives (continuous drugs)
 
-    @property
-    def last_dose(self) -> date | None:  # the date of a dose record (dose-by-dose drugs)
-        return self.start if self.dose else None
 
 
 @dataclass(frozen=True)
@@ -362,7 +359,7 @@ class Facts:
     medications: list[MedicationFact] = field(default_factory=list)
     therapies: dict[str, Therapy] = field(default_factory=dict)  # drug → its timeline (rules §6.1)
     do_not_perform: dict[str, str] = field(default_factory=dict)  # drug → an order in force not to give it
-    glucocorticoid: Any = None  # GlucocorticoidExposure: long-term systemic use (rules §6.1, ACR 2022)
+    glucocorticoid: Any = None  # list[GlucocorticoidCourse] (facts/therapy.py): long-term systemic use (rules §6.1)
     frax: list[Frax] = field(default_factory=list)
     external_causes: list[ExternalCause] = field(default_factory=list)
     encounters: dict[str, date | None] = field(default_factory=dict)  # "Encounter/{id}" → its start
