@@ -8,7 +8,7 @@ files (treatment.yaml ``numbers``, medications.yaml ``therapy``); card builders 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from ..knowledge import Knowledge

@@ -269,19 +269,20 @@ def capture_facts_resources(engine, monkeypatch) -> list[list[dict[str, Any]]]:
     return calls
 
 
+def _answer_after(fhir, key: str, seconds: float) -> Callable[[Request], Response]:
+    """The fake server's answer for ``key``, after ``seconds``."""
+    def handler(request: Request) -> Response:
+        time.sleep(seconds)
+        return fhir_json(fhir.data[key])
+    return handler
+
+
 def test_missing_keys_are_fetched_in_parallel(fhir, httpserver):
     app = create_app({"hook_deadline": 5.0, "fhir_read_timeout": 3.0})
     client = app.test_client()
     slow = ("patient", "dxa", "labs", "medicationRequests", "medicationStatements")
-
-    def sleepy(key: str) -> Callable[[Request], Response]:
-        def handler(request: Request) -> Response:
-            time.sleep(0.4)
-            return fhir_json(fhir.data[key])
-        return handler
-
     for key in slow:
-        fhir.faults[key] = sleepy(key)
+        fhir.faults[key] = _answer_after(fhir, key, 0.4)
     body = with_server(fhir, drop=slow)
     start = time.monotonic()
     resp = post(client, body)
@@ -297,15 +298,8 @@ def test_every_key_of_a_call_is_fetched_at_once(fhir, httpserver):
     """With the default settings, all nine keys at the same time: none waits for a free fetch thread."""
     app = create_app({"hook_deadline": 5.0, "fhir_read_timeout": 3.0})
     client = app.test_client()
-
-    def sleepy(key: str) -> Callable[[Request], Response]:
-        def handler(request: Request) -> Response:
-            time.sleep(0.5)
-            return fhir_json(fhir.data[key])
-        return handler
-
     for key in KEYS:
-        fhir.faults[key] = sleepy(key)
+        fhir.faults[key] = _answer_after(fhir, key, 0.5)
     start = time.monotonic()
     resp = post(client, with_server(fhir, drop=tuple(KEYS)))
     elapsed = time.monotonic() - start

@@ -12,7 +12,7 @@ from cds_service.clinical.advice import advise
 from cds_service.clinical.facts import FactBuilder
 from cds_service.clinical.interpretation import interpret
 
-from .fhir_builders import AS_OF, lines_of, summary_of
+from .fhir_builders import AS_OF, summary_of
 from .test_advice import MONTH, labs, months_ago
 from .test_interpretation import born, patient, t
 from .test_therapy import administration, advice_of, ago, dispense, kinds, mgmt, osteoporosis, request, statement

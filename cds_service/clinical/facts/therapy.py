@@ -129,7 +129,6 @@ def _union(intervals: list[tuple[date, date]], bridge: int) -> list[tuple[date, 
 def _status(t: Therapy, records: list[MedicationFact], rules: dict[str, Any], any_dispenses: bool) -> Therapy:
     as_of = t.as_of
     current = [r for r in records if r.current and r.start]
-    latest_start = max((e.start for e in t.exposures), default=None)
     # a not-taken statement newer than an active order: the patient is not taking it
     not_taken = max((r for r in records if r.not_taken and r.start), key=lambda r: r.start, default=None)  # type: ignore[arg-type, return-value]
     if not_taken is not None:
