@@ -272,25 +272,35 @@ def file_stem(s: Scenario) -> str:
     return f"{s.number:02d}-{s.slug}"
 
 
-def write_all(out: Path, as_of: date) -> None:
+def hook_request(number: int, bundle: dict) -> dict:
+    """The ready patient-view request of a scenario: every prefetch key filled from its bundle."""
     from cds_service.cli import bundle_to_request
     from cds_service.knowledge import load_knowledge
     from cds_service.services.patient_view import prefetch_templates
 
-    templates = prefetch_templates(load_knowledge())
+    req = bundle_to_request(bundle, None, prefetch_templates(load_knowledge()), "patient-view")
+    req["hookInstance"] = f"00000000-0000-4000-8000-{number:012d}"
+    return req
+
+
+def write_all(out: Path, as_of: date) -> list[Path]:
+    """Write every scenario's bundle and hook request and the manifest; return the files written."""
     (out / "bundles").mkdir(parents=True, exist_ok=True)
     (out / "requests").mkdir(parents=True, exist_ok=True)
     manifest = {"as_of": as_of.isoformat(), "scenarios": []}
+    written: list[Path] = []
     for s in SCENARIOS:
         bundle = build(s.number, as_of)
-        req = bundle_to_request(bundle, None, templates, "patient-view")
-        req["hookInstance"] = f"00000000-0000-4000-8000-{s.number:012d}"
         stem = file_stem(s)
-        (out / "bundles" / f"{stem}.json").write_text(json.dumps(bundle, indent=2, ensure_ascii=False) + "\n")
-        (out / "requests" / f"{stem}.hook.json").write_text(json.dumps(req, indent=2, ensure_ascii=False) + "\n")
+        for path, doc in ((out / "bundles" / f"{stem}.json", bundle),
+                          (out / "requests" / f"{stem}.hook.json", hook_request(s.number, bundle))):
+            path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+            written.append(path)
         manifest["scenarios"].append({"number": s.number, "title": s.title, "patient": f"bone-{s.number:02d}",
                                       "bundle": f"bundles/{stem}.json", "request": f"requests/{stem}.hook.json"})
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    written.append(out / "manifest.json")
+    return written
 
 
 def main() -> None:
@@ -298,7 +308,11 @@ def main() -> None:
     p.add_argument("--as-of", default=date.today().isoformat())
     p.add_argument("--out", default=str(Path(__file__).parent))
     a = p.parse_args()
-    write_all(Path(a.out), date.fromisoformat(a.as_of))
+    out = Path(a.out)
+    written = write_all(out, date.fromisoformat(a.as_of))
+    bundles = sum(1 for p in written if p.parent.name == "bundles")
+    print(f"wrote {bundles} example patients as of {a.as_of}: FHIR Bundles in {out / 'bundles'}, "
+          f"ready patient-view hook requests in {out / 'requests'}, and {out / 'manifest.json'}")
 
 
 if __name__ == "__main__":

@@ -1133,17 +1133,22 @@ def build(case_id: str, as_of: date | None = None) -> dict[str, Any]:
     return b.bundle()
 
 
-def write_all(out: Path, as_of: date) -> None:
+def write_all(out: Path, as_of: date) -> list[Path]:
+    """Write every case's Bundle and the manifest; return the files written."""
     out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
     manifest: dict[str, Any] = {"as_of": as_of.isoformat(), "cases": []}
     for case in CASES:
         name = f"{case.id}.json"
         (out / name).write_text(json.dumps(build(case.id, as_of), indent=2, ensure_ascii=False) + "\n",
                                 encoding="utf-8")
+        written.append(out / name)
         manifest["cases"].append({"id": case.id, "description": case.description, "bundle": name,
                                   "patient": f"therapy-{case.number:02d}",
                                   "must": [list(c) for c in case.must], "must_not": [list(c) for c in case.must_not]})
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    written.append(out / "manifest.json")
+    return written
 
 
 def main() -> None:
@@ -1151,7 +1156,10 @@ def main() -> None:
     p.add_argument("--as-of", default=date.today().isoformat())
     p.add_argument("--out", default=str(Path(__file__).parent / "therapy"))
     a = p.parse_args()
-    write_all(Path(a.out), date.fromisoformat(a.as_of))
+    out = Path(a.out)
+    written = write_all(out, date.fromisoformat(a.as_of))
+    print(f"wrote {len(written) - 1} medication histories as of {a.as_of}: FHIR Bundles in {out}, "
+          f"with {out / 'manifest.json'} (what a clinician expects of each)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import hook_cards
-from fhir_samples import scenarios
+from fhir_samples import scenarios, therapy
 
 DRUGS = ("romosozumab", "teriparatide", "abaloparatide", "alendronate", "risedronate", "ibandronate",
          "zoledronic acid", "denosumab")
@@ -214,6 +214,22 @@ def test_committed_samples_match_the_generator():
     for s in scenarios.SCENARIOS:
         committed = json.loads((root / "bundles" / f"{scenarios.file_stem(s)}.json").read_text())
         assert committed == scenarios.build(s.number, as_of), f"fhir_samples/bundles for scenario {s.number} are stale: make samples"
+        request = json.loads((root / "requests" / f"{scenarios.file_stem(s)}.hook.json").read_text())
+        assert request == scenarios.hook_request(s.number, committed), \
+            f"fhir_samples/requests for scenario {s.number} is stale (its prefetch is not what the service asks for): make samples"
+
+
+def test_make_samples_says_what_it_wrote(tmp_path):
+    """`make samples` runs both generators: each prints what it wrote and where, and writes it."""
+    for module, expect in (("fhir_samples.scenarios", "13 example patients"),
+                           ("fhir_samples.therapy", f"{len(therapy.CASES)} medication histories")):
+        out = tmp_path / module
+        done = subprocess.run([sys.executable, "-m", module, "--out", str(out), "--as-of", "2026-01-15"],
+                              capture_output=True, text=True, timeout=120, cwd=Path(scenarios.__file__).parents[1])
+        assert done.returncode == 0, done.stderr
+        assert expect in done.stdout and "as of 2026-01-15" in done.stdout and str(out) in done.stdout
+        assert json.loads((out / "manifest.json").read_text())["as_of"] == "2026-01-15"
+    assert len(list((tmp_path / "fhir_samples.scenarios" / "requests").glob("*.hook.json"))) == 13
 
 
 @pytest.mark.parametrize("content,message", [
