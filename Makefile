@@ -42,19 +42,26 @@ browser:
 # Production runs `cds-service serve` with the settings in the README (authentication on by default).
 DEV_ENV := CDS_AUTH_DISABLED=true CDS_FHIR_SERVER_ALLOWLIST='*' CDS_ALLOW_HTTP_FHIR=true CDS_CORS_ORIGINS='*' \
 	CDS_CONSOLE=true CDS_LOG_FORMAT=text CDS_CORS_PRIVATE_NETWORK=true
+# `exec` hands the recipe's shell over to the server, so the server is make's own child: Ctrl-C stops
+# it, and so does `kill` of make's process id (make passes SIGTERM on to its child)
 run: install
-	$(DEV_ENV) $(BIN)/cds-service serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	exec env $(DEV_ENV) $(BIN)/cds-service serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-# for the CDS Hooks sandbox in a browser: authentication on, trusting the sandbox's (public) key
+# for the CDS Hooks sandbox in a browser: authentication on, trusting the sandbox's (public) key.
+# The hosted sandbox (https://sandbox.cds-hooks.org) and one served locally by its own README
+# (http://localhost:8080) may both call it; it listens on 8090 so that a local sandbox keeps 8080.
+SANDBOX_PORT ?= 8090
+SANDBOX_ORIGINS ?= https://sandbox.cds-hooks.org,http://localhost:8080,http://127.0.0.1:8080
 run-sandbox: install
-	CDS_SANDBOX_ISSUER=true CDS_FHIR_SERVER_ALLOWLIST='*' CDS_CORS_ORIGINS=https://sandbox.cds-hooks.org \
-	CDS_CORS_PRIVATE_NETWORK=true \
-	$(BIN)/cds-service serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	exec env CDS_SANDBOX_ISSUER=true CDS_FHIR_SERVER_ALLOWLIST='*' CDS_CORS_ORIGINS='$(SANDBOX_ORIGINS)' \
+	CDS_CORS_PRIVATE_NETWORK=true CDS_LOG_FORMAT=text \
+	$(BIN)/cds-service serve --host $(HOST) --port $(SANDBOX_PORT) --workers $(WORKERS)
 
 test: install fhir-server browser
 	CDS_TEST_SEKMET=$(CURDIR)/$(FHIR_VENV)/bin/sekmet $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# unit and HTTP tests only (no server processes)
+# every test but those marked e2e (the ones against the sekmet-fhir FHIR server, headless Chromium and
+# the fresh-clone quick start); some of the rest still start the service as a process
 test-fast: install
 	$(BIN)/python -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
