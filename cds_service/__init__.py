@@ -7,15 +7,19 @@ from typing import Any, Mapping
 __version__ = "0.1.0"
 
 
-def create_app(config: Mapping[str, Any] | None = None):
-    """The application factory: ``config`` overrides settings read from the environment."""
+def create_app(config: Mapping[str, Any] | None = None, *, startup_warnings: bool = True):
+    """The application factory: ``config`` overrides settings read from the environment.
+
+    ``startup_warnings`` logs the start-up warnings (authentication off, development settings, CDS_
+    variables that are no setting); ``cds-service serve`` logs them once, in the gunicorn master, and
+    builds each worker's app with it false, so that they are not repeated once per worker."""
 
     from flask import Flask
     from flask_cors import CORS
 
     from .api import bp
     from .api.errors import register as register_errors
-    from .config import Settings
+    from .config import Settings, unknown_variables
     from .engine import Engine
 
     from . import logs
@@ -29,18 +33,25 @@ def create_app(config: Mapping[str, Any] | None = None):
     engine = Engine(settings)
     app.extensions["cds_engine"] = engine
     log = logging.getLogger("cds_service")
+
+    def warn(message: str) -> None:  # a start-up warning, unless the caller has logged them already
+        if startup_warnings:
+            log.warning(message)
+
+    for message in unknown_variables():
+        warn(message)  # names only: a variable's value is never logged
     if settings.auth_disabled:
-        log.warning("AUTHENTICATION IS OFF (CDS_AUTH_DISABLED=true): any caller gets this service's cards; "
-                    "for development only")
+        warn("AUTHENTICATION IS OFF (CDS_AUTH_DISABLED=true): any caller gets this service's cards; "
+             "for development only")
     else:
-        app.extensions["cds_auth"] = _authenticator(settings, engine)
+        app.extensions["cds_auth"] = _authenticator(settings, engine, warn)
     if "*" in settings.fhir_allowlist:
-        log.warning("CDS_FHIR_SERVER_ALLOWLIST=*: any fhirServer is called with the access token; development only")
+        warn("CDS_FHIR_SERVER_ALLOWLIST=*: any fhirServer is called with the access token; development only")
     if settings.allow_http_fhir:
-        log.warning("CDS_ALLOW_HTTP_FHIR=true: access tokens may travel over plain http; development only")
+        warn("CDS_ALLOW_HTTP_FHIR=true: access tokens may travel over plain http; development only")
     if settings.sandbox_issuer:
-        log.warning("CDS_SANDBOX_ISSUER=true: tokens signed with the CDS Hooks sandbox's public private key are "
-                    "trusted; development only")
+        warn("CDS_SANDBOX_ISSUER=true: tokens signed with the CDS Hooks sandbox's public private key are "
+             "trusted; development only")
     origins = settings.cors_origin_list
     CORS(app, origins="*" if origins == ["*"] else origins, methods=["GET", "POST", "OPTIONS"],
          allow_headers=["Authorization", "Content-Type"], max_age=600,
@@ -55,7 +66,7 @@ def create_app(config: Mapping[str, Any] | None = None):
         from .console import bp as console_bp
 
         app.register_blueprint(console_bp)
-        log.warning("the card console is on at /console (CDS_CONSOLE=true): for development and review only")
+        warn("the card console is on at /console (CDS_CONSOLE=true): for development and review only")
 
     @app.after_request
     def _security_headers(resp):
@@ -75,9 +86,7 @@ def create_app(config: Mapping[str, Any] | None = None):
 def _store(settings, log):
     """The feedback and audit store, migrated to the newest schema. A database that is down at
     start-up does not stop the service: hooks still answer, and the store retries on use."""
-    from .store import from_settings
-
-    store = from_settings(settings)
+    store = open_store(settings)
     try:
         store.migrate()
         store.purge()
@@ -86,14 +95,35 @@ def _store(settings, log):
     return store
 
 
-def _authenticator(settings, engine):
+def open_store(settings):
+    """The store of ``settings`` (not migrated). A SQLite folder that cannot be created is a
+    ConfigError naming the variable it comes from."""
+    from .config import ConfigError
+    from .store import from_settings
+
+    try:
+        return from_settings(settings)
+    except OSError as exc:
+        if settings.database_url:  # the message does not repeat the URL
+            raise ConfigError(f"CDS_DATABASE_URL: the folder of the SQLite file cannot be created "
+                              f"({exc.strerror or type(exc).__name__})") from None
+        raise ConfigError(f"CDS_DATA_DIR={settings.data_dir!r}: the folder cannot be created "
+                          f"({exc.strerror or type(exc).__name__})") from None
+
+
+def _authenticator(settings, engine, warn):
+    import os
+
     from .auth import Authenticator, JwksCache, MemoryReplayCache, RedisReplayCache, load_trust
+    from .config import ConfigError
 
     trust = load_trust(settings.trusted_issuers_file or None, settings.sandbox_issuer)
     if not trust.issuers:
-        logging.getLogger("cds_service").warning(
-            "authentication is on but no issuer is trusted (set CDS_TRUSTED_ISSUERS_FILE or CDS_SANDBOX_ISSUER): "
-            "every call will be refused with 401")
+        warn("authentication is on but no issuer is trusted (set CDS_TRUSTED_ISSUERS_FILE or CDS_SANDBOX_ISSUER): "
+             "every call will be refused with 401")
+    if settings.jku_ca_bundle and not os.path.exists(settings.jku_ca_bundle):
+        raise ConfigError(f"CDS_JKU_CA_BUNDLE={settings.jku_ca_bundle!r}: no such file or folder (a CA bundle in "
+                          "PEM, or a folder of them)")
     engine.trust = trust
     replay = RedisReplayCache(settings.redis_url) if settings.redis_url else MemoryReplayCache()
     jwks = JwksCache(settings.jwks_cache_seconds, settings.jku_timeout)

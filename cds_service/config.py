@@ -6,13 +6,29 @@ an app without touching the process environment.
 """
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
-    pass
+    """A setting's value is wrong: the message names its variable and says what is expected. It
+    never holds a password (a database or Redis URL may carry one), so it may be printed or logged."""
+
+
+# CDS_ variables that are not settings: the project's own tests and tools read them (CDS_TEST_REDIS_URL,
+# CDS_TEST_DATABASE_URL, CDS_TEST_REQUIRE_SERVICES, CDS_TEST_SEKMET, ...); the service neither reads
+# them nor warns about them at start-up
+NOT_SETTING_PREFIXES = ("CDS_TEST_",)
+
+DATABASE_EXAMPLE = "expected e.g. postgresql+psycopg://user@host/db or sqlite:////path/cds.db"
+# database (SQLAlchemy backend) -> the drivers the service installs for it
+DATABASE_DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
+REDIS_EXAMPLE = "expected e.g. redis://host:6379/0, rediss://host:6380/0 or unix:///path/redis.sock"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -96,12 +112,31 @@ class Settings:
         return s
 
     def check(self) -> None:
+        """Raises ConfigError naming the first variable whose value is wrong."""
         for name in ("port", "workers", "threads", "max_body_bytes", "fhir_max_pages", "fhir_max_resources",
                      "fetch_workers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"CDS_{name.upper()} must be positive")
+        if self.port > 65535:
+            raise ConfigError("CDS_PORT must be a TCP port, 1 to 65535")
         if self.log_format not in ("json", "text"):
             raise ConfigError("CDS_LOG_FORMAT must be json or text")
+        if self.log_level.upper() not in logging.getLevelNamesMapping():
+            raise ConfigError(f"CDS_LOG_LEVEL={self.log_level!r} is not a log level: expected one of "
+                              f"{', '.join(LOG_LEVELS)}")
+        if self.database_url:
+            _check_database_url(self.database_url)
+        if self.redis_url:
+            _check_redis_url(self.redis_url)
+        if self.public_base_url and not _is_http_url(self.public_base_url):
+            raise ConfigError("CDS_PUBLIC_BASE_URL is not an http(s) URL: expected the external base URL the EHR "
+                              "calls, e.g. https://cds.hospital.org")
+        for entry in self.fhir_allowlist:
+            if entry != "*" and not _is_http_url(entry):
+                shown = repr(entry) if "@" not in entry else "an entry"  # an entry with credentials is not echoed
+                raise ConfigError(f"CDS_FHIR_SERVER_ALLOWLIST: {shown} is not an http(s) URL prefix: expected "
+                                  "comma-separated prefixes such as https://ehr.hospital.org/fhir/r4, or * "
+                                  "(development)")
         if self.fhir_max_medication_reads < 0:
             raise ConfigError("CDS_FHIR_MAX_MEDICATION_READS must be 0 (read none) or a positive number")
         if self.audit_retention_days < 0:
@@ -144,3 +179,69 @@ def _convert(name: str, typ: Any, raw: str) -> Any:
     except ValueError:
         raise ConfigError(f"CDS_{name.upper()}={raw!r} is not a valid {typ}") from None
     return raw
+
+
+def setting_variables() -> list[str]:
+    """The environment variable of every setting."""
+    return ["CDS_" + f.name.upper() for f in fields(Settings)]
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per CDS_ environment variable that is no setting (a typo, or a setting of another
+    version), naming it and, when one is close, the setting meant. Never a variable's value."""
+    env = os.environ if environ is None else environ
+    known = setting_variables()
+    out = []
+    for name in sorted(env):
+        if not name.startswith("CDS_") or name in known or name.startswith(NOT_SETTING_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name[4:], [k[4:] for k in known], n=1, cutoff=0.6)
+        hint = f"; did you mean CDS_{close[0]}?" if close else ""
+        out.append(f"{name} is not a setting of this service and is ignored{hint}")
+    return out
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        p = urlsplit(value)
+        p.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    return p.scheme in ("http", "https") and bool(p.hostname)
+
+
+def _check_database_url(url: str) -> None:
+    """An SQLAlchemy URL of a database and driver the service supports. The URL may hold a password:
+    no message repeats it, nor the parser's own message."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+        backend = u.get_backend_name()
+    except (ArgumentError, ValueError, TypeError):
+        raise ConfigError(f"CDS_DATABASE_URL is not a database URL: {DATABASE_EXAMPLE}") from None
+    if backend not in DATABASE_DRIVERS:
+        shown = f" ({backend})" if backend.replace("_", "").isalnum() else ""
+        raise ConfigError(f"CDS_DATABASE_URL names a database the service does not support{shown}: it stores in "
+                          f"SQLite or PostgreSQL; {DATABASE_EXAMPLE}")
+    try:
+        driver = u.get_driver_name()
+    except Exception:  # noqa: BLE001 - SQLAlchemy cannot load the driver named after "+"
+        driver = ""
+    if driver not in DATABASE_DRIVERS[backend]:
+        raise ConfigError(f"CDS_DATABASE_URL asks for a {backend} driver the service does not install: "
+                          f"use {backend}+{DATABASE_DRIVERS[backend][0]}:// ({DATABASE_EXAMPLE})")
+    if backend == "sqlite" and (u.host or u.username or u.password or u.port):
+        raise ConfigError("CDS_DATABASE_URL: an SQLite URL names a file, not a host: expected sqlite:////path/cds.db "
+                          "(an absolute path) or sqlite:///relative/cds.db")
+
+
+def _check_redis_url(url: str) -> None:
+    """A URL redis-py accepts; it may hold a password, which no message repeats."""
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)
+    except (ValueError, TypeError):
+        raise ConfigError(f"CDS_REDIS_URL is not a Redis URL: {REDIS_EXAMPLE}") from None
