@@ -58,14 +58,18 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("proc_name", "cds-service")
             self.cfg.set("child_exit", child_exit)
 
-        def load(self):
-            app = create_app(overrides)
+        def load(self):  # in each worker: the master below has logged the start-up warnings once
+            app = create_app(overrides, startup_warnings=False)
             tune_gc()
             return app
 
-    # the app is built once here so that a broken knowledge file or setting stops start-up
+    # the app is built once here so that a broken knowledge file or setting stops start-up, and so
+    # that its start-up warnings are logged once per `cds-service serve`, not once per worker
     try:
         create_app(overrides)
+    except ConfigError as exc:  # the message names the variable
+        print(f"cds-service: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - report any start-up failure plainly
         print(f"cds-service: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -215,7 +219,7 @@ def _belongs(resource: dict[str, Any], patient_id: str) -> bool:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .config import Settings
+    from .config import ConfigError, Settings
     from .engine import Engine, HookError
     from .knowledge import KnowledgeError
 
@@ -235,7 +239,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     try:
         engine = Engine(Settings.from_env())
-    except KnowledgeError as exc:
+    except (ConfigError, KnowledgeError) as exc:  # the message names the variable or the file
         print(f"cds-service evaluate: {exc}", file=sys.stderr)
         return 2
     service = engine.services[args.service] if args.service in engine.services else None
@@ -287,10 +291,10 @@ def not_used_summary(facts: Any) -> str:
 
 
 def _store_from_env():
+    from . import open_store
     from .config import Settings
-    from .store import from_settings
 
-    return from_settings(Settings.from_env())
+    return open_store(Settings.from_env())  # ConfigError names a wrong variable
 
 
 def _db(args: argparse.Namespace) -> int:
@@ -329,20 +333,28 @@ def _report(args: argparse.Namespace) -> int:
     try:
         store = _store_from_env()
         store.migrate()
-        rep = report.build(store, start, end)
+        rep = report.build(store, start, end, include_console=args.include_console)
     except (ConfigError, ValueError) as exc:
         print(f"cds-service report: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001
         print(f"cds-service report: database error: {type(exc).__name__}", file=sys.stderr)
         return 1
-    if args.format == "json":
-        json.dump(rep, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    elif args.format == "csv":
-        sys.stdout.write(report.as_csv(rep))
-    else:
-        sys.stdout.write(report.as_table(rep))
+    try:
+        if args.format == "json":
+            json.dump(rep, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        elif args.format == "csv":  # the csv holds only the table; which database and console calls go to stderr
+            print(f"cds-service report: database: {rep['database']}\ncds-service report: {report.console_note(rep)}",
+                  file=sys.stderr)
+            sys.stdout.write(report.as_csv(rep))
+        else:
+            sys.stdout.write(report.as_table(rep))
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+    except BrokenPipeError:
+        # `cds-service report | head -1`: the reader has gone; stop quietly (exit 0, as `knowledge` does);
+        # what is left in the buffer goes to /dev/null at exit instead of an "Exception ignored" message
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if args.plot:
         try:
             report.plot(rep, args.plot)
@@ -406,7 +418,10 @@ def _knowledge(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from .services.patient_view import SERVICE_ID
 
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="cds-service", description="Bone-health CDS Hooks 2.0 service")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the service with gunicorn")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, or CDS_HOST)")
@@ -427,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rp.add_argument("--to", help="last day (YYYY-MM-DD), default today")
     rp.add_argument("--format", choices=("table", "csv", "json"), default="table")
     rp.add_argument("--plot", metavar="FILE.png", help="also draw the daily rates per topic as a chart")
+    rp.add_argument("--include-console", action="store_true",
+                    help="count the card console's calls too (left out by default)")
     kn = sub.add_parser("knowledge", help="the value sets (concepts, code counts, sources); lookup CODE|NAME")
     kn.add_argument("--format", choices=("table", "json"), default="table")
     kn_sub = kn.add_subparsers(dest="knowledge_command")

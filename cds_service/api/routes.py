@@ -246,13 +246,22 @@ def _audit(service_id: str, body: Any, status: int, outcome: str, cards: list[di
     user = _get(body, "context", "userId")
     rec = HookRecord(service_id, _get(body, "hookInstance") if isinstance(_get(body, "hookInstance"), str) else None,
                      patient if isinstance(patient, str) else None, user if isinstance(user, str) else None,
-                     status, outcome, cards, keys, gather_ms, rules_ms, total_ms)
+                     status, outcome, cards, keys, gather_ms, rules_ms, total_ms, _origin())
     try:
         store.record_hook(rec)
     except StoreUnavailable as exc:
         metrics.AUDIT_FAILURES.inc()
         log.error("audit write failed service=%s hookInstance=%s store=%s", service_id,
                   _safe(_get(body, "hookInstance")), exc)
+
+
+def _origin() -> str | None:
+    """"console" for a call of the card console (its page sends X-CDS-Console: 1), heard only while
+    the console is on (CDS_CONSOLE): with it off, as in production, no caller can mark its calls so
+    that the report leaves them out. None: an EHR's call."""
+    if request.headers.get("X-CDS-Console") == "1" and current_app.config["CDS_SETTINGS"].console:
+        return "console"
+    return None
 
 
 def _safe(value: Any, limit: int = 64) -> str:

@@ -68,6 +68,7 @@ class HookRecord:
     gather_ms: int | None
     rules_ms: int | None
     total_ms: int
+    origin: str | None = None  # "console" for the card console's calls, None for an EHR's
 
 
 class Store:
@@ -189,7 +190,7 @@ class Store:
                 "patient_ref": self._ref(rec.patient_id), "user_ref": self._ref(rec.user_id), "status": rec.status,
                 "outcome": self._outcome(rec)[:300], "card_count": len(rec.cards),
                 "prefetch_keys": json.dumps(rec.prefetch_keys, sort_keys=True), "gather_ms": rec.gather_ms,
-                "rules_ms": rec.rules_ms, "total_ms": rec.total_ms})
+                "rules_ms": rec.rules_ms, "total_ms": rec.total_ms, "origin": rec.origin})
             for c in rec.cards:
                 card_rows.append({"uuid": c["uuid"], "hook_call_id": call_id, "service_id": rec.service_id,
                                   "issued_at": now, "topic": c["source"]["topic"]["code"],
@@ -280,8 +281,9 @@ class Store:
 
 
 def _parse_ts(value: str) -> datetime:
+    """The instant in UTC: SQLite keeps no offset, and the report orders a card's outcomes by it."""
     dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc) if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 class _Insert:

@@ -20,6 +20,9 @@ hook_calls = Table(
     Column("gather_ms", Integer),
     Column("rules_ms", Integer),
     Column("total_ms", Integer, nullable=False),
+    # who called: "console" for the card console's calls (X-CDS-Console with CDS_CONSOLE on), else
+    # null (an EHR); the report leaves console calls out unless asked (migration 0002)
+    Column("origin", String(20)),
     Index("ix_hook_calls_called_at", "called_at"),
 )
 

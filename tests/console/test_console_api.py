@@ -1,7 +1,6 @@
 """The card console's page and JSON API, through the Flask test client."""
 from __future__ import annotations
 
-import json
 from datetime import date, timedelta
 
 import pytest
@@ -186,3 +185,24 @@ def test_request_for_a_history_lists_medication_records_not_used(console):
 def test_an_unknown_history_is_a_400(console, history):
     r = console.post("/console/api/request", json={"history": history})
     assert r.status_code == 400 and "history" in r.get_json()["error"]
+
+
+def test_the_console_marks_its_hook_calls_in_the_audit(tmp_path):
+    """The page sends X-CDS-Console: 1 with its calls; with the console on, the audit records the call
+    as the console's (the feedback report leaves it out); an EHR's call, without it, is not marked."""
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    client = create_app({"console": True, "database_url": url}).test_client()
+    js = client.get("/console/static/console.js").get_data(as_text=True)
+    assert '"X-CDS-Console": "1"' in js
+    req = client.post("/console/api/request", json={"sample": 1}).get_json()["request"]
+    assert client.post(f"/cds-services/{SERVICE_ID}", json=req, headers={"X-CDS-Console": "1"}).status_code == 200
+    assert client.post(f"/cds-services/{SERVICE_ID}", json=req).status_code == 200
+    eng = create_engine(url)
+    try:
+        with eng.connect() as conn:
+            origins = sorted(r[0] or "ehr" for r in conn.execute(text("SELECT origin FROM hook_calls")))
+    finally:
+        eng.dispose()
+    assert origins == ["console", "ehr"]

@@ -38,7 +38,8 @@
   async function postJson(url, body) {
     const resp = await fetch(url, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      // X-CDS-Console marks the hook calls as the console's in the audit (the report leaves them out)
+      headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CDS-Console": "1" },
       body: JSON.stringify(body),
     });
     let data = null;
