@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 
+from .cards import cite_once
 from .clinical.facts import FactBuilder, now_date
 from .config import Settings
 from .fhir.client import BadData, FetchError, FhirClient, Limits, new_session
@@ -223,6 +224,8 @@ class Engine:
         facts = self.facts.build(patient, others, as_of or now_date(), unavailable=failed)
         # a deceased patient gets no cards from any service (clinical rules §6.5)
         cards = [] if facts.patient.deceased else service.handler(facts, self.knowledge, body)
+        # the response as a whole: each guideline cited in full once, on the first card that uses it
+        cards = cite_once(self.knowledge, cards)
         t2 = time.monotonic()
         return HookResult(cards, gathered, {"gather_ms": int((t1 - t0) * 1000), "rules_ms": int((t2 - t1) * 1000)},
                           facts, medications)

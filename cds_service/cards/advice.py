@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from ..clinical.advice import Advice, Finding, TreatmentPlan
 from ..clinical.facts import Facts
 from ..clinical.interpretation import capitalised, fmt
 from ..knowledge import Knowledge
-from . import card, suggestion
+from . import card, fit, suggestion
 from .interpretation import data_notes
 from .resources import medication_request, service_request
 from .therapy import words
 
 
-REF_TAIL = re.compile(r"\s*\((?:[A-Z][A-Za-z]+/[^()]*(?:, )?)+\)\s*$")  # " (Observation/x, Observation/y)"
+REFS = re.compile(r"\s*\((?:[A-Z][A-Za-z]+/[^()]*(?:, )?)+\)")  # " (Observation/x, Observation/y)"
+REF_ITEMS = re.compile(r",\s*[A-Z][A-Za-z]+/[A-Za-z0-9\-.]+(?=[,)])")  # ", Condition/x" in " (K22.0, Condition/x)"
+ASIDES = re.compile(r"\s*\([^()]*\)")  # any parenthesis: codes, the value as recorded, the method
 
 
 def _label(k: Knowledge, drug: str) -> str:
@@ -56,18 +59,24 @@ def treatment_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any]
     if plan.replacing:
         untreated = f"{' and '.join(plan.replacing)} contraindicated"
 
+    # what matters first: the risk, whether anything is being taken, what to start; the drugs left out of a
+    # summary that would not fit are each a suggestion of the card
     if plan.offered:
         first = [n for d, n in zip(plan.offered, names) if d in k.treatment["options"][plan.level]["first"]]
         if plan.level == "very_high" and first:
-            summary = f"{risk}, {untreated}: anabolic therapy first ({', '.join(first)})"
+            summary = fit(f"{risk}, {untreated}: anabolic therapy first ({', '.join(first)})",
+                          f"{risk}, {untreated}: anabolic therapy first")
         else:
-            summary = f"{risk}, {untreated}: start {' or '.join(first or names[:2])}"
+            summary = fit(f"{risk}, {untreated}: start {' or '.join(first or names[:2])}",
+                          f"{risk}, {untreated}: start {(first or names)[0]} or another option below",
+                          f"{risk}, {untreated}: start one of the options below")
     else:
         leads = plan.handed_over_by
         titles = {c["id"]: c["title"] for c in k.treatment["secondary_causes"]}
         blockers = dict.fromkeys(_lower(titles.get(f.id, f.message)) for fs in plan.not_offered.values() for f in fs)
         summary = f"{risk}: {leads.summary}" if leads else \
-            f"{risk}, {untreated}: no drug can start yet; first correct {' and '.join(blockers)}"
+            fit(f"{risk}, {untreated}: no drug can start yet; first correct {' and '.join(blockers)}",
+                f"{risk}, {untreated}: no drug can start yet; first correct what blocks each (listed below)")
     if plan.replacing:
         lines = [f"**{risk}: {' and '.join(plan.replacing)}, being taken, is contraindicated** (stop or hold it: see the "
                  "safety card). Treatment is still indicated: choose another drug.", ""]
@@ -165,15 +174,15 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
         guidelines = list(dict.fromkeys(f.source for f in fs))
         if secondary and secondary.suggest:
             guidelines.append("ES-2011")
-        summary = capitalised(title)
-        if evidence:
-            summary = f"{summary}: {_without_ref(evidence[0])}"
+        head = capitalised(title)
         stopped = [t for t in advice.interp.active_therapies if contra and not contra.start_only
                    and not contra.stops_current and t.drug in contra.blocks]
         if stopped and evidence:  # the part that matters first: the drug being taken and why
             t = stopped[0]
             what = "correct this before the next dose" if t.drug == "denosumab" else "stop or hold it"
-            summary = f"{capitalised(t.label)} being taken is contraindicated ({what}): {_without_ref(evidence[0])}"
+            head = f"{capitalised(t.label)} being taken is contraindicated ({what})"
+        # then the data that made it fire: as recorded, else without its asides, else left to the detail
+        summary = fit(*(f"{head}: {x}" for x in _data(evidence)), head)
         indicator = "critical" if any(f.indicator == "critical" for f in fs) else "warning"
         cards.append(card(k, topic="safety", indicator=indicator, summary=summary,
                           detail="\n".join(lines) + data_notes(facts), guidelines=guidelines,
@@ -181,9 +190,13 @@ def safety_cards(advice: Advice, facts: Facts, k: Knowledge) -> list[dict[str, A
     return cards
 
 
-def _without_ref(evidence: str) -> str:
-    """An evidence line without its trailing resource reference: "eGFR 25 ... on 2026-11-18"."""
-    return REF_TAIL.sub("", evidence)
+def _data(evidence: list[str]) -> list[str]:
+    """The first evidence line as a summary quotes it, fullest first: without its resource references,
+    then without any parenthesis (codes, the value as recorded, the method; the detail keeps them)."""
+    if not evidence:
+        return []
+    plain = REF_ITEMS.sub("", REFS.sub("", evidence[0])).strip()
+    return list(dict.fromkeys([plain, ASIDES.sub("", plain).strip()]))
 
 
 def _taken_lines(contra: Finding | None, advice: Advice, k: Knowledge) -> list[str]:
@@ -244,8 +257,11 @@ def monitoring_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any
     if not advice.orders:
         return None
     pid = facts.patient.id
-    names = [o.display.split(" [")[0].split(" by ")[0] for o in advice.orders]
-    summary = "Order: " + ", ".join(names)
+    names = [_order_name(k, o.loinc, o.display) for o in advice.orders]
+    labs = [o for o in advice.orders if o.loinc in _workup_names(k)]
+    others = [n for o, n in zip(advice.orders, names) if o.loinc not in _workup_names(k)]
+    summary = fit("Order: " + ", ".join(names),
+                  "Order: " + ", ".join([f"{len(labs)} work-up labs"] * bool(labs) + others))
     lines = ["**Monitoring and work-up**", ""] + [f"- {o.display} (LOINC {o.loinc}): {o.reason}" for o in advice.orders]
     if advice.monitoring_notes:
         lines += [""] + [f"- {n}" for n in advice.monitoring_notes]
@@ -254,6 +270,27 @@ def monitoring_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any
                    for o in advice.orders]
     return card(k, topic="monitoring", indicator="info", summary=summary, detail="\n".join(lines) + data_notes(facts),
                 guidelines=["BHOF-2022", "WHO-ISCD"], suggestions=suggestions, selection_behavior="any")
+
+
+@lru_cache(maxsize=8)
+def _workup_names(k: Knowledge) -> dict[str, str]:
+    """LOINC → a short name for the work-up labs of treatment.yaml: its analyte's label (labs.yaml),
+    without its qualifier ("calcium", "PTH", "25-hydroxyvitamin D")."""
+    out = {}
+    for lab in k.treatment["labs_for_workup"]:
+        analyte = lab["analyte"][0] if isinstance(lab["analyte"], list) else lab["analyte"]
+        out[lab["loinc"]] = k.analyte(analyte)["label"].split(",")[0]
+    return out
+
+
+def _order_name(k: Knowledge, loinc: str, display: str) -> str:
+    """An order as a summary names it: a work-up lab by its analyte, the repeat DXA as "DXA", else the
+    head of its display ("vertebral fracture assessment")."""
+    if loinc in _workup_names(k):
+        return _workup_names(k)[loinc]
+    if loinc == k.treatment["repeat_dxa"]["loinc"]:
+        return "DXA"
+    return _lower(display.split(" [")[0].split(" by ")[0])
 
 
 def supportive_card(advice: Advice, facts: Facts, k: Knowledge) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ from typing import Any
 from ..clinical.facts import Facts, Score
 from ..clinical.interpretation import Interpretation, fmt
 from ..knowledge import Knowledge
-from . import card
+from . import card, fit
 
 RISK_TEXT = {
     "very_high": "very high fracture risk",
@@ -60,15 +60,29 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge,
         paused = holiday is not None and holiday.state == "in_progress" and holiday.since is not None
         lapsed = [t for t in interp.active_therapies if t.no_supply_since is not None]
         supply = f" (no supply since {lapsed[0].no_supply_since.isoformat()})" if lapsed else ""  # type: ignore[union-attr]
-        state = f"on {therapy_names}{supply}" if treated else f"{due} dose due or late" if due else (
-            f"on a drug holiday ({holiday.drugs}) since {holiday.since.isoformat()}" if paused else
-            f"previously treated ({previous}), none now" if previous else "no osteoporosis therapy")
+        # the therapy state, and a brief one (the drugs are named in the detail) for a summary that would not fit
+        if treated:
+            state, brief = f"on {therapy_names}{supply}", f"on osteoporosis therapy{supply}"
+        elif due:
+            state, brief = f"{due} dose due or late", "a dose due or late"
+        elif paused:
+            since = holiday.since.isoformat()  # type: ignore[union-attr]
+            state = f"on a drug holiday ({holiday.drugs}) since {since}"  # type: ignore[union-attr]
+            brief = f"on a drug holiday since {since}"
+        elif previous:
+            state, brief = f"previously treated ({previous}), none now", "previously treated, none now"
+        else:
+            state = brief = "no osteoporosis therapy"
         defining = [f for f in interp.fractures if f.site in ("hip", "vertebral")]
         by_fracture = f" (fracture-defined: {defining[0].site} fragility fracture)" \
             if defining and interp.who_class != "osteoporosis" else ""
-        summary = f"Osteoporosis{by_fracture}, {risk}{where}" + (f" ({low.date.isoformat()})" if low else "") + f"; {state}"
-        if len(summary) > 140:
-            summary = f"Osteoporosis{by_fracture}, {risk}; {state}"
+        dated = f" ({low.date.isoformat()})" if low else ""
+        # what matters first: the diagnosis and risk, then the lowest T-score, then the therapy; the parts
+        # that do not fit are left out whole (the detail has them)
+        summary = fit(f"Osteoporosis{by_fracture}, {risk}{where}{dated}; {state}",
+                      f"Osteoporosis{by_fracture}, {risk}{where}; {state}",
+                      f"Osteoporosis{by_fracture}, {risk}; {state}",
+                      f"Osteoporosis{by_fracture}, {risk}; {brief}")
         # a yearly infusion due is routine; a denosumab dose due or late is not (rebound): its own card is the alarm,
         # this one stays a warning
         rebound = any(t.drug == "denosumab" for t in interp.due_therapies)
@@ -76,9 +90,10 @@ def interpretation_card(interp: Interpretation, facts: Facts, k: Knowledge,
             indicator = "critical" if interp.risk == "very_high" else "warning"
         head = f"**Osteoporosis** — {risk}."
     elif d == "low_bone_mass":
-        summary = (f"Low bone mass (osteopenia): T-score {fmt(low.value)} at {_where(low)} "
-                   f"({low.date.isoformat()}); {RISK_TEXT[interp.risk or 'frax_needed']}"
-                   + ("; on long-term glucocorticoids" if interp.glucocorticoids else ""))
+        # glucocorticoids first: they change how FRAX is read (the detail says how)
+        name = "Low bone mass (osteopenia)" + (", on long-term glucocorticoids" if interp.glucocorticoids else "")
+        score, frax = f"T-score {fmt(low.value)} at {_where(low)}", RISK_TEXT[interp.risk or "frax_needed"]
+        summary = fit(f"{name}: {score} ({low.date.isoformat()}); {frax}", f"{name}: {score}; {frax}", f"{name}; {frax}")
         head = f"**Low bone mass** (WHO: T-score between {fmt(k.threshold('t_score_normal_min'))} and " \
                f"{fmt(k.threshold('t_score_osteoporosis_max'))}) — {RISK_TEXT[interp.risk or 'frax_needed']}."
         if interp.risk == "frax_high" and not treated:

@@ -7,6 +7,7 @@ from typing import Any
 
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 
+from ..clinical.interpretation import capitalised
 from ..clinical.orders import OrderIssue
 from ..knowledge import Knowledge
 from . import card, suggestion
@@ -62,12 +63,13 @@ def order_cards(issues: list[OrderIssue], patient_id: str, k: Knowledge) -> list
                 "resource": service_request(k, lab["loinc"], lab["display"], patient_id,
                                             f"before the first dose of {issue.order.label}")}]))
         behaviour = "any" if issue.lab_orders or issue.create else "at-most-one"
-        lines = [f"**{issue.summary}**", "", f"Order: {issue.order.label}"
+        summary = capitalised(issue.summary)  # "Denosumab: …", not "denosumab: …"
+        lines = [f"**{summary}**", "", f"Order: {issue.order.label}"
                  + (f" ({issue.order.ref})" if issue.order.ref else ""), ""] + issue.lines
         if issue.replace_with:
             lines += ["", "Safe alternatives for this patient: "
                       + ", ".join(k.treatment["regimens"][d]["short"] for d in issue.replace_with) + "."]
-        out.append(card(k, topic=TOPIC[issue.kind], indicator=issue.severity, summary=issue.summary,
+        out.append(card(k, topic=TOPIC[issue.kind], indicator=issue.severity, summary=summary,
                         detail="\n".join(lines), guidelines=issue.sources, suggestions=sugg or None,
                         selection_behavior=behaviour if sugg else None))
     return out

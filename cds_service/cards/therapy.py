@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from ..clinical.interpretation import fmt
 from ..knowledge import Knowledge
+from . import fit
 
 
 def words(f: Any, k: Knowledge) -> tuple[str, list[str]]:
@@ -103,8 +104,10 @@ def _head(f: Any) -> str:
 def _holiday(f: Any, k: Knowledge) -> tuple[str, list[str]]:
     h, low = f.holiday, f.low_hip
     t_cut = float(k.threshold("t_score_osteoporosis_max"))
-    return (f"Consider a bisphosphonate drug holiday: {h.drugs}, {h.years:.1f} years; hip T-score {fmt(low.value)}, "
-            "no fracture on therapy",
+    return (fit(f"Consider a bisphosphonate drug holiday: {h.drugs}, {h.years:.1f} years; hip T-score {fmt(low.value)}, "
+                "no fracture on therapy",
+                f"Consider a bisphosphonate drug holiday: {h.years:.1f} years of treatment; hip T-score {fmt(low.value)}, "
+                "no fracture on therapy"),
             [_head(f), f"Hip T-score {fmt(low.value)} at the {low.site_label} ({low.date.isoformat()}) is above "
              f"{fmt(t_cut)}, no fracture on therapy is recorded and risk is not very high: consider a drug holiday and "
              f"reassess with DXA at {_n(k, 'holiday_dxa_years'):g} years ({k.number('holiday_reassess')})."])
@@ -131,7 +134,11 @@ def _holiday_in_progress(f: Any, k: Knowledge) -> tuple[str, list[str]]:
 
 def _holiday_reassess(f: Any, k: Knowledge) -> tuple[str, list[str]]:
     h = f.holiday
-    return (f"Drug holiday since {h.since.isoformat() if h.since else '?'}: reassess now ({h.reasons[0]})",
+    since = h.since.isoformat() if h.since else "?"
+    # the reason may quote a record's own text: when it does not fit, what to do comes first and the detail says why
+    return (fit(f"Drug holiday since {since}: reassess now ({h.reasons[0]})",
+                f"Drug holiday since {since} has ended: reassess now and restart treatment" if h.ends_holiday
+                else f"Drug holiday since {since}: reassess now"),
             [_head(f), "Reassess now: " + "; ".join(h.reasons) + ". "
              + ("The holiday has ended: restart treatment (options on the treatment card)." if h.ends_holiday
                 else "Repeat DXA and review fracture risk; restart a bisphosphonate or another drug if it has risen.")])
@@ -240,13 +247,16 @@ def _fracture_on_therapy(f: Any, k: Knowledge) -> tuple[str, list[str]]:
         lines.append(f"{len(pairs)} fragility fractures on therapy: treatment failure (IOF 2012: {minimum} or more). "
                      "Check adherence and administration, look for secondary causes (labs), and consider anabolic "
                      "therapy.")
-        return (f"Treatment failure: {len(pairs)} fractures on {drugs}; review adherence, secondary causes, consider "
-                "anabolic therapy", lines)
+        return (fit(f"Treatment failure: {len(pairs)} fractures on {drugs}; review adherence, secondary causes, consider "
+                    "anabolic therapy",
+                    f"Treatment failure: {len(pairs)} fractures on therapy; review adherence, secondary causes, consider "
+                    "anabolic therapy"), lines)
     fracture, _ = pairs[0]
     lines.append("Ask about adherence and how the drug is taken, and look for secondary causes (labs). One fracture on "
                  f"therapy is not by itself treatment failure (IOF 2012: {minimum} or more fractures); it is very high "
                  "risk (AACE-2020): consider anabolic therapy.")
-    return f"Fracture on {drugs}: {fracture.site_label} fracture {fracture.when}; check adherence and secondary causes", lines
+    return fit(f"Fracture on {drugs}: {fracture.site_label} fracture {fracture.when}; check adherence and secondary causes",
+               f"Fracture on therapy: {fracture.site_label} fracture {fracture.when}; check adherence and secondary causes"), lines
 
 
 _WORDS: dict[str, Callable[[Any, Knowledge], tuple[str, list[str]]]] = {

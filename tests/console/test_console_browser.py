@@ -69,9 +69,15 @@ def test_console_shows_the_cards_and_records_feedback(console_service, browser, 
     browser.get(console_service.url + "/console/")
     first = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#patients .patient-btn")))
     assert "bone-01" in first.text
+    # no empty patient / hookInstance banner before a patient is chosen (the hidden attribute wins over its flex)
+    banner = browser.find_element(By.ID, "banner")
+    assert not banner.is_displayed() and banner.value_of_css_property("display") == "none"
     first.click()
 
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cards article.card")) > 0)
+    assert banner.is_displayed() and banner.value_of_css_property("display") == "flex"
+    assert browser.find_element(By.ID, "banner-patient").text == "bone-01"
+    assert browser.find_element(By.ID, "banner-hook").text
     cards = browser.find_elements(By.CSS_SELECTOR, "#cards article.card")
     critical = [c for c in cards
                 if c.find_element(By.CSS_SELECTOR, ".bar").value_of_css_property("background-color") == CRITICAL_RED]
@@ -81,6 +87,12 @@ def test_console_shows_the_cards_and_records_feedback(console_service, browser, 
     # the detail is markdown rendered as HTML, the source a link
     first_critical = critical[0]
     assert first_critical.find_elements(By.CSS_SELECTOR, ".detail strong")
+    # each guideline is cited in full once, on the first card that uses it; later cards name it and link to it
+    details = [c.find_element(By.CSS_SELECTOR, ".detail").text for c in cards]
+    assert "WHO Scientific Group" in details[0] and "cited in full on an earlier card" not in details[0]
+    assert sum("WHO Scientific Group" in d for d in details) == 1
+    assert all("cited in full on an earlier card" in d for d in details[1:]), details
+    assert all(c.find_elements(By.CSS_SELECTOR, ".links a") for c in cards)
     assert first_critical.find_element(By.CSS_SELECTOR, ".meta a").get_attribute("href").startswith("https://")
 
     # the T-score chart: one series per site, with a legend
@@ -146,7 +158,7 @@ def test_a_pasted_bundle_is_shown_as_text_and_a_card_can_be_dismissed(console_se
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#cards article.card")) > 0)
     assert browser.find_element(By.ID, "banner-patient").text == "bone-02"
     cards = browser.find_elements(By.CSS_SELECTOR, "#cards article.card")
-    # the safety card quotes the condition's text in its summary (cut at a word when long) and whole in its detail
+    # the safety card quotes the condition's text in its summary (its code left out when long) and whole in its detail
     quoting = [c for c in cards if "<img" in c.find_element(By.CSS_SELECTOR, ".summary").text]
     assert quoting, [c.find_element(By.CSS_SELECTOR, ".summary").text for c in cards]
     assert _bar(quoting[0]) == WARNING_AMBER
