@@ -57,6 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", None)
             self.cfg.set("proc_name", "cds-service")
             self.cfg.set("child_exit", child_exit)
+            self.cfg.set("post_worker_init", worker_signals)
 
         def load(self):  # in each worker: the master below has logged the start-up warnings once
             app = create_app(overrides, startup_warnings=False)
@@ -79,6 +80,21 @@ def _serve(args: argparse.Namespace) -> int:
         if own_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def worker_signals(worker) -> None:
+    """gunicorn's post_worker_init hook: how a worker takes SIGINT and SIGQUIT."""
+    # gunicorn's gthread worker answers SIGQUIT (and SIGINT) by shutting its thread pool down
+    # inside the signal handler; when the signal lands while the main thread is in the pool's
+    # submit(), both want the pool's lock and the worker hangs until the master kills it 30 s
+    # later (seen on Ctrl-C under load: tests/e2e/test_first_contact.py). Here a worker ignores
+    # the terminal's SIGINT (the master has it too and stops the workers), and SIGQUIT starts
+    # the same shutdown as SIGTERM, whose handler only sets a flag: in-flight calls finish, and
+    # an idle worker exits at once.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, worker.handle_exit)
 
 
 def tune_gc() -> None:

@@ -51,6 +51,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
+def _wait(proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"make and the server did not stop within {timeout} s:\n{log.read_text()[-3000:]}") from None
+
+
 def _make(target: str, tmp: Path, *args: str) -> tuple[subprocess.Popen, Path]:
     if not MAKE:
         pytest.skip("make is not installed")
@@ -68,7 +75,7 @@ def test_kill_of_make_run_stops_the_server(tmp_path):
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, 120, log)
         os.kill(proc.pid, signal.SIGTERM)  # make's own pid only, as `kill $!` does
-        proc.wait(timeout=30)
+        _wait(proc, log)
         assert _closed(port), f"the server still answers after make was killed:\n{log.read_text()[-2000:]}"
     finally:
         _kill_group(proc)
@@ -95,7 +102,7 @@ def test_run_sandbox_answers_a_locally_served_sandbox_and_stops_on_ctrl_c(tmp_pa
         # authentication stays on in this profile
         assert requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=5).status_code == 401
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
-        proc.wait(timeout=30)
+        _wait(proc, log)
         assert _closed(port), log.read_text()[-2000:]
     finally:
         _kill_group(proc)
