@@ -53,7 +53,7 @@ run: install
 SANDBOX_PORT ?= 8090
 SANDBOX_ORIGINS ?= https://sandbox.cds-hooks.org,http://localhost:8080,http://127.0.0.1:8080
 run-sandbox: install
-	exec env CDS_SANDBOX_ISSUER=true CDS_FHIR_SERVER_ALLOWLIST='*' CDS_CORS_ORIGINS='$(SANDBOX_ORIGINS)' \
+	exec env CDS_SANDBOX_ISSUER=true CDS_PUBLIC_BASE_URL=http://127.0.0.1:$(SANDBOX_PORT) CDS_FHIR_SERVER_ALLOWLIST='*' CDS_CORS_ORIGINS='$(SANDBOX_ORIGINS)' \
 	CDS_CORS_PRIVATE_NETWORK=true CDS_LOG_FORMAT=text \
 	$(BIN)/cds-service serve --host $(HOST) --port $(SANDBOX_PORT) --workers $(WORKERS)
 

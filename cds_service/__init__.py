@@ -114,8 +114,8 @@ def open_store(settings):
 def _authenticator(settings, engine, warn):
     import os
 
-    from .auth import Authenticator, JwksCache, MemoryReplayCache, RedisReplayCache, load_trust
-    from .config import ConfigError
+    from .auth import Authenticator, JwksCache, RedisReplayCache, StoreReplayCache, load_trust
+    from .config import ConfigError, check_public_base_url
 
     trust = load_trust(settings.trusted_issuers_file or None, settings.sandbox_issuer)
     if not trust.issuers:
@@ -124,8 +124,14 @@ def _authenticator(settings, engine, warn):
     if settings.jku_ca_bundle and not os.path.exists(settings.jku_ca_bundle):
         raise ConfigError(f"CDS_JKU_CA_BUNDLE={settings.jku_ca_bundle!r}: no such file or folder (a CA bundle in "
                           "PEM, or a folder of them)")
+    check_public_base_url(settings)  # aud is never taken from the caller's Host header
     engine.trust = trust
-    replay = RedisReplayCache(settings.redis_url) if settings.redis_url else MemoryReplayCache()
+    if settings.redis_url:
+        replay = RedisReplayCache(settings.redis_url)
+    else:  # the service's database, shared by every worker (SQLite) and replica (PostgreSQL)
+        from flask import current_app
+
+        replay = StoreReplayCache(lambda: current_app.extensions.get("cds_store"))
     jwks = JwksCache(settings.jwks_cache_seconds, settings.jku_timeout)
     if settings.jku_ca_bundle:
         jwks.session.verify = settings.jku_ca_bundle

@@ -61,6 +61,10 @@ class Settings:
     # does not resolve (rules §6.1): the rest are not read, and their records are listed as not used.
     # Each read is one more request to the EHR's server within the hook deadline; 0 reads none.
     fhir_max_medication_reads: int = 50
+    # largest FHIR response read, in DECODED bytes (a gzip body is counted as it inflates): past it
+    # the connection is closed and the key fails like any fetch failure; 32 MiB is far above a
+    # normal page (a few hundred KiB) and bounds what one hostile server can make a worker hold
+    fhir_max_response_bytes: int = 32 * 1024 * 1024
     # parallel FHIR reads per worker process: at least the nine prefetch keys of one call at once
     # (with eight, the ninth key waited for a first one: benchmark 4 went from 1.1 to 2.1 times
     # one response)
@@ -114,7 +118,7 @@ class Settings:
     def check(self) -> None:
         """Raises ConfigError naming the first variable whose value is wrong."""
         for name in ("port", "workers", "threads", "max_body_bytes", "fhir_max_pages", "fhir_max_resources",
-                     "fetch_workers"):
+                     "fetch_workers", "fhir_max_response_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"CDS_{name.upper()} must be positive")
         if self.port > 65535:
@@ -179,6 +183,16 @@ def _convert(name: str, typ: Any, raw: str) -> Any:
     except ValueError:
         raise ConfigError(f"CDS_{name.upper()}={raw!r} is not a valid {typ}") from None
     return raw
+
+
+def check_public_base_url(settings: Settings) -> None:
+    """With authentication on, a token's ``aud`` is checked against CDS_PUBLIC_BASE_URL + path; taken
+    from the request's Host header instead, a token minted for another service would pass (its
+    caller chooses the Host). So serving with authentication on needs it set."""
+    if not settings.auth_disabled and not settings.public_base_url:
+        raise ConfigError("CDS_PUBLIC_BASE_URL is not set: with authentication on, a token's aud must be the "
+                          "external base URL the EHR calls (plus the path), e.g. https://cds.hospital.org/bone; "
+                          "set CDS_PUBLIC_BASE_URL to it (or CDS_AUTH_DISABLED=true for development only)")
 
 
 def setting_variables() -> list[str]:

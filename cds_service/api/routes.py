@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import metrics
 from ..auth import AuthError, Authenticator
@@ -35,12 +36,39 @@ def read_json_body() -> Any:
     mimetype = request.mimetype or ""
     if not (mimetype == "application/json" or mimetype.endswith("+json")):
         raise ApiError(415, f"content type must be application/json, got {mimetype or 'none'}", "(headers).Content-Type")
-    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    raw = _read_body()
     try:
         return orjson.loads(raw)  # strict JSON: no NaN or Infinity, UTF-8 only, bounded nesting
     except orjson.JSONDecodeError as exc:
         msg, where = _decode_error(raw, exc)
         raise ApiError(400, msg, where) from None
+
+
+def _read_body() -> bytes:
+    """The request body, at most MAX_CONTENT_LENGTH bytes; more is a 413, whether the client sent a
+    Content-Length or a chunked body. (Werkzeug cuts a chunked body at the limit without an error:
+    the truncated JSON answered 400.) A chunked body is read from the server's own stream, which the
+    server terminates (``wsgi.input_terminated``: gunicorn and werkzeug set it), one byte past the
+    limit at most."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    try:
+        if limit is None or request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+            return request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    except RequestEntityTooLarge:
+        raise ApiError(413, TOO_LARGE) from None
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while True:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, TOO_LARGE)
+
+
+TOO_LARGE = "request body too large"
 
 
 def _decode_error(raw: bytes, exc: "orjson.JSONDecodeError") -> tuple[str, str]:
@@ -63,14 +91,18 @@ def _decode_error(raw: bytes, exc: "orjson.JSONDecodeError") -> tuple[str, str]:
     return f"malformed JSON: {exc}", "(request)"
 
 
+MAX_FEEDBACK_ITEMS = 500  # as feedback.schema.json's maxItems
+
 OPEN_ENDPOINTS = {"cds.healthz", "cds.readyz", "cds.metrics_endpoint"}
 
 
 def audience() -> str:
-    """The URL the client called, as the client saw it: CDS_PUBLIC_BASE_URL when the service sits
-    behind a proxy, else this request's own URL."""
+    """The URL the client called, as the client saw it: CDS_PUBLIC_BASE_URL + the path. Never the
+    request's Host header, which the caller chooses (start-up refuses authentication without it)."""
     base = current_app.config["CDS_SETTINGS"].public_base_url.rstrip("/")
-    return (base or request.host_url.rstrip("/")) + request.path
+    if not base:
+        raise AuthError("no CDS_PUBLIC_BASE_URL to check aud against", label="no public base URL")
+    return base + request.path
 
 
 @bp.before_request
@@ -177,6 +209,13 @@ def feedback(service_id: str) -> Response:
     if service_id not in eng.services:
         raise ApiError(404, f"no CDS service {service_id!r}", "(path)")
     body = read_json_body()
+    # the shape and the number of items first: validating every item of an oversized batch against
+    # the schema would cost seconds of CPU before its size is refused (45,000 items: 11 s)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid feedback: (request): must be of type object", "(request)")
+    items = body.get("feedback")
+    if isinstance(items, list) and len(items) > MAX_FEEDBACK_ITEMS:
+        raise ApiError(400, f"invalid feedback: feedback: must have at most {MAX_FEEDBACK_ITEMS} items", "feedback")
     errors = schema_errors(eng.feedback_validator, body)
     if not errors:
         for n, item in enumerate(body["feedback"]):
@@ -189,7 +228,7 @@ def feedback(service_id: str) -> Response:
     try:
         if store is None:
             raise StoreUnavailable("no store")
-        stored, duplicates = store.save_feedback(service_id, body["feedback"])
+        stored, duplicates = store.save_feedback(service_id, body["feedback"], _issuer())
     except FeedbackRejected as exc:
         metrics.FEEDBACK.labels(service_id, "rejected").inc(len(body["feedback"]))
         g.log.update(service=service_id, items=len(body["feedback"]))
@@ -246,13 +285,20 @@ def _audit(service_id: str, body: Any, status: int, outcome: str, cards: list[di
     user = _get(body, "context", "userId")
     rec = HookRecord(service_id, _get(body, "hookInstance") if isinstance(_get(body, "hookInstance"), str) else None,
                      patient if isinstance(patient, str) else None, user if isinstance(user, str) else None,
-                     status, outcome, cards, keys, gather_ms, rules_ms, total_ms, _origin())
+                     status, outcome, cards, keys, gather_ms, rules_ms, total_ms, _origin(), _issuer())
     try:
         store.record_hook(rec)
     except StoreUnavailable as exc:
         metrics.AUDIT_FAILURES.inc()
         log.error("audit write failed service=%s hookInstance=%s store=%s", service_id,
                   _safe(_get(body, "hookInstance")), exc)
+
+
+def _issuer() -> str | None:
+    """The authenticated client's token iss; None with authentication off."""
+    claims = g.get("auth_claims")
+    iss = claims.get("iss") if claims else None
+    return iss if isinstance(iss, str) else None
 
 
 def _origin() -> str | None:

@@ -114,15 +114,27 @@ def load_trust(path: str | None, sandbox: bool) -> Trust:
 
 class JwksCache:
     """JWK Sets fetched from allowed ``jku`` URLs over HTTPS, cached; an unknown kid refetches once
-    (key rotation), at most every ``min_refetch`` seconds per URL."""
+    (key rotation), at most every ``min_refetch`` seconds per URL.
 
-    def __init__(self, ttl: float, timeout: float, min_refetch: float = 30.0, session: requests.Session | None = None):
+    A URL whose fetch failed is not fetched again until its back-off has passed (``backoff_min``
+    seconds, doubling on each further failure up to ``backoff_max``, forgotten on a success): tokens
+    that name it meanwhile are refused without a request, so bad tokens cannot make the service
+    hammer a failing key server. One fetch at a time per URL: concurrent callers wait for it (at
+    most the fetch timeout, then they are refused) and use its result."""
+
+    def __init__(self, ttl: float, timeout: float, min_refetch: float = 30.0, session: requests.Session | None = None,
+                 backoff_min: float = 5.0, backoff_max: float = 300.0):
         self.ttl = ttl
         self.timeout = timeout
         self.min_refetch = min_refetch
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
         self.session = session or requests.Session()
         self.session.trust_env = False
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        # url -> (monotonic time before which it is not fetched again, the back-off that set it)
+        self._failures: dict[str, tuple[float, float]] = {}
+        self._url_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def _fetch(self, url: str) -> dict[str, Any]:
@@ -142,17 +154,47 @@ class JwksCache:
             raise AuthError("jku did not return a JWK Set")
         return data
 
+    def _usable(self, url: str, kid: str, now: float) -> dict[str, Any] | None:
+        """The cached set when it serves (fresh, and it has the kid or was fetched too recently to
+        fetch again); raises while the URL is in back-off. Called under self._lock."""
+        cached = self._cache.get(url)
+        if cached and now - cached[0] < self.ttl and (_find(cached[1], kid) or now - cached[0] < self.min_refetch):
+            return cached[1]
+        failed = self._failures.get(url)
+        if failed and now < failed[0]:
+            raise AuthError(f"jku failed recently; not fetched again for {failed[0] - now:.0f} s",
+                            label="jku in back-off")
+        return None
+
     def keys(self, url: str, kid: str) -> dict[str, Any]:
-        now = time.monotonic()
         with self._lock:
-            cached = self._cache.get(url)
-        fresh = cached and now - cached[0] < self.ttl
-        if fresh and (_find(cached[1], kid) or now - cached[0] < self.min_refetch):  # type: ignore[index]
-            return cached[1]  # type: ignore[index]
-        data = self._fetch(url)
-        with self._lock:
-            self._cache[url] = (now, data)
-        return data
+            data = self._usable(url, kid, time.monotonic())
+            if data is not None:
+                return data
+            url_lock = self._url_locks.setdefault(url, threading.Lock())
+        if not url_lock.acquire(timeout=self.timeout + 1):
+            raise AuthError("jku fetch in progress", label="jku fetch in progress")
+        try:
+            now = time.monotonic()
+            with self._lock:  # another caller's fetch may have just answered (or failed)
+                data = self._usable(url, kid, now)
+            if data is not None:
+                return data
+            try:
+                data = self._fetch(url)
+            except AuthError:
+                with self._lock:
+                    prev = self._failures.get(url)
+                    delay = min(prev[1] * 2, self.backoff_max) if prev else self.backoff_min
+                    self._failures[url] = (time.monotonic() + delay, delay)
+                log.warning("jku fetch failed; not fetched again for %.0f s", delay)
+                raise
+            with self._lock:
+                self._cache[url] = (now, data)
+                self._failures.pop(url, None)
+            return data
+        finally:
+            url_lock.release()
 
 
 def _find(jwks: dict[str, Any], kid: str) -> dict[str, Any] | None:
@@ -202,6 +244,27 @@ class RedisReplayCache:
             # fail closed: without the shared cache a replay cannot be ruled out
             raise AuthError(f"replay cache unavailable ({type(exc).__name__})",
                             label="replay cache unavailable") from None
+
+
+class StoreReplayCache:
+    """Seen jti values in the service's database (table jti_seen), the default without Redis: the
+    SQLite file is shared by the workers, PostgreSQL by the replicas. ``store`` returns the Store
+    (the app's, which is opened after the authenticator)."""
+
+    def __init__(self, store: Any):
+        self._store = store
+
+    def first_use(self, iss: str, jti: str, ttl: int) -> bool:
+        from ..store import StoreUnavailable
+
+        store = self._store() if callable(self._store) else self._store
+        try:
+            if store is None:
+                raise StoreUnavailable("no store")
+            return store.first_use(_replay_key(iss, jti)[len("cds:jti:"):], iss, ttl)
+        except StoreUnavailable as exc:
+            # fail closed, as with Redis down: without the shared cache a replay cannot be ruled out
+            raise AuthError(f"replay cache unavailable ({exc})", label="replay cache unavailable") from None
 
 
 def _replay_key(iss: str, jti: str) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import time
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..ids import new_id
-from .models import cards, feedback, hook_calls, suggestions
+from .models import cards, feedback, hook_calls, jti_seen, suggestions
 
 log = logging.getLogger("cds_service.store")
 PG_LOCK_ID = 0x0B0E_CD5  # advisory lock for migrations
@@ -69,6 +70,7 @@ class HookRecord:
     rules_ms: int | None
     total_ms: int
     origin: str | None = None  # "console" for the card console's calls, None for an EHR's
+    issuer: str | None = None  # the token's iss; None with authentication off
 
 
 class Store:
@@ -84,6 +86,7 @@ class Store:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_files(path)
             self.engine: Engine = create_engine(url, connect_args={"timeout": 15})
             event.listen(self.engine, "connect", _sqlite_pragmas)
             # audit rows: WAL with synchronous=NORMAL survives a killed process, not a power cut, and
@@ -95,6 +98,7 @@ class Store:
                                         connect_args={"connect_timeout": 3})
             self.audit_engine = self.engine
         self._inserts = {t.name: _Insert(t, self.audit_engine.dialect) for t in (hook_calls, cards, suggestions)}
+        self._jti_calls = 0
 
     # -- migrations -------------------------------------------------------------------------
     def migrate(self) -> str:
@@ -141,7 +145,7 @@ class Store:
         if not path or path == ":memory:":
             yield
             return
-        with open(path + ".migrate.lock", "w") as fh:
+        with os.fdopen(os.open(path + ".migrate.lock", os.O_WRONLY | os.O_CREAT, 0o600), "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -190,7 +194,8 @@ class Store:
                 "patient_ref": self._ref(rec.patient_id), "user_ref": self._ref(rec.user_id), "status": rec.status,
                 "outcome": self._outcome(rec)[:300], "card_count": len(rec.cards),
                 "prefetch_keys": json.dumps(rec.prefetch_keys, sort_keys=True), "gather_ms": rec.gather_ms,
-                "rules_ms": rec.rules_ms, "total_ms": rec.total_ms, "origin": rec.origin})
+                "rules_ms": rec.rules_ms, "total_ms": rec.total_ms, "origin": rec.origin,
+                "issuer": rec.issuer[:500] if rec.issuer else None})
             for c in rec.cards:
                 card_rows.append({"uuid": c["uuid"], "hook_call_id": call_id, "service_id": rec.service_id,
                                   "issued_at": now, "topic": c["source"]["topic"]["code"],
@@ -207,24 +212,28 @@ class Store:
         return ids
 
     # -- feedback ---------------------------------------------------------------------------
-    def save_feedback(self, service_id: str, items: list[dict[str, Any]]) -> tuple[int, int]:
-        """Check every item against the cards this service issued, then store them all in one
-        transaction. Returns (stored, duplicates). Raises FeedbackRejected or StoreUnavailable."""
+    def save_feedback(self, service_id: str, items: list[dict[str, Any]], issuer: str | None = None) -> tuple[int, int]:
+        """Check every item against the cards this service issued to ``issuer`` (the client's token
+        ``iss``, None with authentication off), then store them all in one transaction. Returns
+        (stored, duplicates). Raises FeedbackRejected or StoreUnavailable."""
         self._ensure()
         now = utcnow()
         try:
             with self.engine.begin() as conn:
                 uuids = {i["card"] for i in items}
-                known = {r.uuid: r.service_id for r in conn.execute(
-                    select(cards.c.uuid, cards.c.service_id).where(cards.c.uuid.in_(uuids)))}
+                known = {r.uuid: (r.service_id, r.issuer) for r in conn.execute(
+                    select(cards.c.uuid, cards.c.service_id, hook_calls.c.issuer)
+                    .join(hook_calls, hook_calls.c.id == cards.c.hook_call_id).where(cards.c.uuid.in_(uuids)))}
                 sugg: dict[str, set[str]] = {}
                 for r in conn.execute(select(suggestions.c.uuid, suggestions.c.card_uuid)
                                       .where(suggestions.c.card_uuid.in_(uuids))):
                     sugg.setdefault(r.card_uuid, set()).add(r.uuid)
                 problems, where = [], []
                 for n, item in enumerate(items):
-                    if known.get(item["card"]) != service_id:
-                        problems.append(f"feedback[{n}].card {item['card']} was not issued by service {service_id}")
+                    # a card issued to another client reads as unknown: its existence is not told
+                    if known.get(item["card"]) != (service_id, (issuer or "")[:500] or None):
+                        problems.append(f"feedback[{n}].card {item['card']} was not issued by service {service_id}"
+                                        + (" to this client" if issuer else ""))
                         where.append(f"feedback[{n}].card")
                         continue
                     for m, acc in enumerate(item.get("acceptedSuggestions", [])):
@@ -259,6 +268,38 @@ class Store:
                 "accepted_suggestions": json.dumps(accepted), "override_system": reason.get("system"),
                 "override_code": reason.get("code"), "override_display": reason.get("display"),
                 "override_comment": comment, "outcome_at": _parse_ts(item["outcomeTimestamp"]), "received_at": now}
+
+    # -- jti replay cache -------------------------------------------------------------------
+    JTI_PURGE_EVERY = 500  # expired jti rows are deleted on the first use and every this many uses
+
+    def first_use(self, key: str, issuer: str, ttl: int) -> bool:
+        """Record a token's key (a hash of issuer and jti) until ``ttl`` seconds from now: True the
+        first time, False for a replay, in every process sharing the database (one INSERT; a
+        conflicting row counts only while it has not expired). Raises StoreUnavailable."""
+        self._ensure()
+        now = utcnow()
+        expires = now + timedelta(seconds=max(1, ttl))
+        ins = postgresql.insert(jti_seen) if not self.is_sqlite else sqlite.insert(jti_seen)
+        stmt = (ins.values(jti_hash=key, issuer=issuer[:500], expires_at=expires)
+                .on_conflict_do_update(index_elements=["jti_hash"],
+                                       set_={"issuer": ins.excluded.issuer, "expires_at": ins.excluded.expires_at},
+                                       where=jti_seen.c.expires_at < now)
+                .returning(jti_seen.c.jti_hash))
+        try:
+            self._jti_calls += 1
+            if self._jti_calls % self.JTI_PURGE_EVERY == 1:
+                self.purge_jti(now)
+            # the audit engine (SQLite synchronous=NORMAL): a committed row survives a killed process
+            with self.audit_engine.begin() as conn:
+                return bool(conn.execute(stmt).fetchall())
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(type(exc).__name__) from None
+
+    def purge_jti(self, now: datetime | None = None) -> int:
+        """Delete the jti rows whose tokens have expired."""
+        with self.audit_engine.begin() as conn:
+            res = conn.execute(delete(jti_seen).where(jti_seen.c.expires_at < (now or utcnow())))
+            return res.rowcount or 0
 
     # -- retention --------------------------------------------------------------------------
     def purge(self, now: datetime | None = None) -> int:
@@ -311,6 +352,20 @@ class _Insert:
             rows = [{k: (self.procs[k](v) if k in self.procs else v) for k, v in r.items()} for r in rows]
         params = [tuple(r[n] for n in self.names) for r in rows] if self.names is not None else rows
         conn.exec_driver_sql(self.sql, params)
+
+
+def _private_sqlite_files(path: str) -> None:
+    """The database holds patient ids and clinical feedback: its file is created 0600 before SQLite
+    opens it (SQLite gives its -wal and -shm files the database file's permissions), and files left
+    readable by an earlier version are made 0600 at open."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # an empty file is an empty SQLite database
+    os.close(fd)
+    for name in (path, path + "-wal", path + "-shm", path + "-journal", path + ".migrate.lock"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            pass
 
 
 def _sqlite_pragmas_audit(dbapi_conn: Any, record: Any) -> None:

@@ -23,6 +23,9 @@ hook_calls = Table(
     # who called: "console" for the card console's calls (X-CDS-Console with CDS_CONSOLE on), else
     # null (an EHR); the report leaves console calls out unless asked (migration 0002)
     Column("origin", String(20)),
+    # the authenticated client (token iss) whose call this was, null with authentication off;
+    # feedback on its cards is taken from that client only (migration 0003)
+    Column("issuer", String(500)),
     Index("ix_hook_calls_called_at", "called_at"),
 )
 
@@ -63,4 +66,14 @@ feedback = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Index("ix_feedback_card_uuid", "card_uuid"),
     Index("ix_feedback_outcome_at", "outcome_at"),
+)
+
+# the jti replay cache when CDS_REDIS_URL is empty (migration 0003): one row per token seen, kept
+# until the token could no longer be accepted; a second INSERT of the same key is a replay
+jti_seen = Table(
+    "jti_seen", metadata,
+    Column("jti_hash", String(64), primary_key=True),  # sha256 of issuer and jti
+    Column("issuer", String(500), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_jti_seen_expires_at", "expires_at"),
 )

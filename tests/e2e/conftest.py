@@ -140,6 +140,8 @@ def start_service(tmp: Path, env_extra: dict[str, str] | None = None, workers: i
     assert exe, "the cds-service console script is not installed in this environment"
     log = tmp / f"cds-service-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    # the URL the tests call: with authentication on, serve refuses to start without it (aud)
+    env.setdefault("CDS_PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
     env.update(env_extra or {})
     with open(log, "wb") as fh:
         proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],

@@ -248,3 +248,72 @@ def test_unparsable_fhir_server_is_a_400(client, scenario_request, url):
     r = client.post("/cds-services/bone-health-patient-view", json=body)
     assert r.status_code == 400
     assert r.get_json(force=True)["issue"][0]["expression"] == ["fhirServer"]
+
+
+def post_chunked(client, raw: bytes, url: str = SERVICE_URL):
+    """A body sent with Transfer-Encoding: chunked and no Content-Length, as a WSGI server that
+    de-chunks it hands it over (wsgi.input_terminated)."""
+    import io
+
+    return client.post(url, input_stream=io.BytesIO(raw), content_type="application/json",
+                       headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+
+
+@pytest.mark.parametrize("url", [SERVICE_URL, SERVICE_URL + "/feedback"])
+def test_chunked_body_over_max_body_bytes_is_413(client, body, url):
+    body["context"]["padding"] = "x" * (MAX_BODY + 1)
+    issue = outcome(post_chunked(client, json.dumps(body).encode(), url), 413)
+    assert issue["code"] == "too-long" and "too large" in issue["diagnostics"]
+
+
+def test_chunked_body_within_max_body_bytes_is_read_whole(client, body):
+    resp = post_chunked(client, json.dumps(body).encode())
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    raw = json.dumps(body).encode()
+    exact = raw[:-1] + b" " * (MAX_BODY - len(raw)) + raw[-1:]  # exactly the limit: accepted
+    assert len(exact) == MAX_BODY
+    assert post_chunked(client, exact).status_code == 200
+
+
+def test_content_length_over_max_body_bytes_is_413_on_feedback(client):
+    outcome(post(client, "x" * (MAX_BODY + 1), url=SERVICE_URL + "/feedback"), 413)
+
+
+def test_chunked_body_over_max_body_bytes_is_413_over_a_real_socket(body):
+    """Through a real HTTP server (werkzeug's, which de-chunks the body as gunicorn does)."""
+    import socket
+    import threading
+
+    from werkzeug.serving import make_server
+
+    app = create_app({"max_body_bytes": MAX_BODY, "hook_deadline": 2.0})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        body["context"]["padding"] = "x" * (MAX_BODY + 1)
+        raw = json.dumps(body).encode()
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(raw[i:i + 4096]), raw[i:i + 4096]) for i in range(0, len(raw), 4096))
+        request = (f"POST {SERVICE_URL} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode() + chunks + b"0\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
+            sock.sendall(request)
+            answer = b""
+            while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
+                chunk = sock.recv(65536)  # the response is read by its Content-Length: the server
+                if not chunk:             # may keep the connection open after a refused body
+                    break
+                answer += chunk
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413"), head
+        assert json.loads(payload)["resourceType"] == "OperationOutcome"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def _length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 1 << 30

@@ -203,7 +203,7 @@ def test_hook_request_schema_rejects_the_wrong_hook_and_context(doc):
 
 def test_openapi_json_needs_no_token():
     """Authentication on with no issuer trusted: every CDS call is a 401, the document is open."""
-    app = create_app({"auth_disabled": False})
+    app = create_app({"auth_disabled": False, "public_base_url": "http://localhost"})
     client = app.test_client()
     assert client.get("/cds-services").status_code == 401
     resp = client.get("/openapi.json")

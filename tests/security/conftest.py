@@ -40,7 +40,7 @@ def claims(aud: str, **over: Any) -> dict[str, Any]:
 
 def secure_config(path: Path, **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {"auth_disabled": False, "trusted_issuers_file": str(path), "fhir_server_allowlist": "",
-                           "allow_http_fhir": False, "sandbox_issuer": False, "public_base_url": "",
+                           "allow_http_fhir": False, "sandbox_issuer": False, "public_base_url": BASE,
                            "redis_url": "", "cors_origins": ORIGIN, "hook_deadline": 5.0}
     cfg.update(over)
     return cfg

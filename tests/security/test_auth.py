@@ -277,6 +277,40 @@ def test_public_base_url_trailing_slash(trust_file, ec):
     assert ok.status_code == 200
 
 
+def test_auth_on_without_public_base_url_refuses_to_start(trust_file):
+    """aud taken from the Host header would let a token minted for another service through."""
+    from cds_service.config import ConfigError
+
+    with pytest.raises(ConfigError, match="^CDS_PUBLIC_BASE_URL"):
+        create_app(secure_config(trust_file, public_base_url=""))
+    with pytest.raises(ConfigError, match="^CDS_PUBLIC_BASE_URL"):
+        create_app({"auth_disabled": False, "sandbox_issuer": True})
+    create_app({"auth_disabled": True, "public_base_url": ""})  # development: authentication off
+
+
+def test_host_header_does_not_choose_the_audience(trust_file, ec):
+    client = create_app(secure_config(trust_file, public_base_url="https://cds.example.org")).test_client()
+    other = token(ec, "https://other-service.example/cds-services")
+    assert_bare_401(client.get("/cds-services", headers={**bearer(other), "Host": "other-service.example"},
+                               base_url="https://other-service.example"))
+
+
+def test_serve_without_public_base_url_exits_2(tmp_path, trust_file):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("cds-service", path=str(Path(sys.executable).parent))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env["CDS_TRUSTED_ISSUERS_FILE"] = str(trust_file)
+    out = subprocess.run([exe, "serve", "--port", "1"], capture_output=True, text=True, timeout=60, env=env,
+                         cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "CDS_PUBLIC_BASE_URL" in out.stderr and "Traceback" not in out.stderr
+
+
 # ---- auth disabled ----
 
 def test_auth_disabled_warns_and_serves_without_token(caplog):

@@ -6,6 +6,7 @@ import ipaddress
 import json
 import ssl
 import threading
+import time
 
 import pytest
 from cryptography import x509
@@ -144,3 +145,68 @@ def test_jku_redirect_is_not_followed(tmp_path, tls):
     app, _ = jku_app(tmp_path, tls)
     assert_bare_401(app.test_client().get("/cds-services", headers=bearer(token(key, AUD))))
     assert [r.path for r, _ in tls.log] == ["/jwks.json"]
+
+
+class Switch:
+    """A jku handler whose answer the test changes: HTTP 500, or the key set; optionally slow."""
+
+    def __init__(self, keys, fail=True, delay=0.0):
+        self.keys, self.fail, self.delay = keys, fail, delay
+
+    def __call__(self, request):
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail:
+            return Response("boom", status=500)
+        return Jwks(self.keys)(request)
+
+
+def test_failing_jku_is_fetched_once_within_its_backoff(tmp_path, tls):
+    key = ec_key("bo-1")
+    handler = Switch([key])
+    tls.expect_request("/jwks.json").respond_with_handler(handler)
+    app, jku = jku_app(tmp_path, tls)
+    client = app.test_client()
+    for _ in range(6):  # bad tokens, one after the other: one request to the failing server
+        assert_bare_401(client.get("/cds-services", headers=bearer(token(key, AUD))))
+    assert len(jwks_requests(tls)) == 1
+    cache = app.extensions["cds_auth"].jwks_cache
+    until, delay = cache._failures[jku]
+    assert delay == cache.backoff_min == 5.0
+    # the back-off over: fetched again; a second failure doubles it
+    cache._failures[jku] = (0.0, delay)
+    assert_bare_401(client.get("/cds-services", headers=bearer(token(key, AUD))))
+    assert len(jwks_requests(tls)) == 2
+    assert cache._failures[jku][1] == 10.0
+    cache._failures[jku] = (0.0, cache.backoff_max)
+    assert_bare_401(client.get("/cds-services", headers=bearer(token(key, AUD))))
+    assert cache._failures[jku][1] == cache.backoff_max  # capped (5 min)
+    # the server recovers: once the back-off is over, a fetch succeeds and the failures are forgotten
+    handler.fail = False
+    cache._failures[jku] = (0.0, cache._failures[jku][1])
+    assert client.get("/cds-services", headers=bearer(token(key, AUD))).status_code == 200
+    assert jku not in cache._failures
+    assert len(jwks_requests(tls)) == 4
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_concurrent_callers_share_one_fetch(tmp_path, tls, fail):
+    key = ec_key("cc-1")
+    tls.expect_request("/jwks.json").respond_with_handler(Switch([key], fail=fail, delay=0.5))
+    app, _ = jku_app(tmp_path, tls)
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def call():
+        client = app.test_client()
+        tok = token(key, AUD)
+        barrier.wait(10)
+        statuses.append(client.get("/cds-services", headers=bearer(tok)).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert statuses == [401 if fail else 200] * 8
+    assert len(jwks_requests(tls)) == 1

@@ -94,7 +94,7 @@ def check_headers(resp, hsts: bool):
     assert ("Strict-Transport-Security" in h) is hsts
 
 
-@pytest.mark.parametrize("base,hsts", [("", False), ("https://cds.example.org", True), ("http://cds.example.org", False)])
+@pytest.mark.parametrize("base,hsts", [(BASE, False), ("https://cds.example.org", True), ("http://cds.example.org", False)])
 def test_security_headers_everywhere(trust_file, ec, base, hsts):
     client = create_app(secure_config(trust_file, public_base_url=base)).test_client()
     root = base or BASE
@@ -123,7 +123,8 @@ SANDBOX_TOKEN = (
 
 def test_sandbox_key_verifies_the_public_sandbox_token():
     app = create_app({"auth_disabled": False, "sandbox_issuer": True, "trusted_issuers_file": "",
-                      "fhir_server_allowlist": "", "allow_http_fhir": False})
+                      "public_base_url": "http://127.0.0.1:8000", "fhir_server_allowlist": "",
+                      "allow_http_fhir": False})
     issuer = app.extensions["cds_auth"].trust.issuers[SANDBOX_ISS]
     [jwk] = [k for k in issuer.jwks["keys"] if k.get("kid") == SANDBOX_KID]
     key = jwt.PyJWK(jwk, algorithm="ES384")

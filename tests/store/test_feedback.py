@@ -169,3 +169,35 @@ def test_text_plain_is_415(env):
     r = post_feedback(client, json.dumps({"feedback": [accepted(with_sugg[0])]}), content_type="text/plain")
     assert r.status_code == 415
     assert count(url, "feedback") == 0
+
+
+def test_oversized_batch_is_refused_before_each_item_is_validated(tmp_path, scenario_request):
+    """45,000 items used to cost seconds of CPU in schema validation before the 500-item limit
+    was checked: now the count is checked first. CPU time is compared with a 10-item batch in the
+    same test, never against a fixed number of seconds."""
+    import time
+
+    url = f"sqlite:///{tmp_path / 'cds.db'}"
+    client = make_app(url).test_client()
+    cards = issue_cards(client, scenario_request, 1)
+    small = json.dumps({"feedback": [accepted(c, n) if c.get("suggestions") else overridden(c, n)
+                                     for n, c in enumerate((cards * 10)[:10])]}).encode()
+    item = {"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2025-03-01T10:00:00Z"}
+    big = json.dumps({"feedback": [item] * 45_000}, separators=(",", ":")).encode()
+    assert len(big) < 5 * 1024 * 1024  # under CDS_MAX_BODY_BYTES: the item count is what is refused
+
+    def cpu(body: bytes, status: int):
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            r = post_feedback(client, body)
+            best = min(best, time.process_time() - start)
+            assert r.status_code == status, r.get_data(as_text=True)[:300]
+        return best, r
+
+    small_cpu, _ = cpu(small, 200)
+    big_cpu, r = cpu(big, 400)
+    assert "feedback" in _expressions(r)
+    assert "at most 500 items" in r.get_json(force=True)["issue"][0]["diagnostics"]
+    assert big_cpu < 20 * small_cpu, (big_cpu, small_cpu)
+    assert count(url, "feedback") == 10

@@ -10,8 +10,8 @@ from cds_service.store import HookRecord, Store
 
 from .conftest import query, run_processes
 
-TABLES = {"hook_calls", "cards", "suggestions", "feedback"}
-HEAD = "0002"
+TABLES = {"hook_calls", "cards", "suggestions", "feedback", "jti_seen"}
+HEAD = "0003"
 
 
 def _tables(url: str) -> set[str]:
@@ -137,3 +137,28 @@ def test_upgrade_from_0001_adds_the_origin_of_hook_calls(store_url):
     assert "origin" not in _columns(store_url, "hook_calls")
     assert len(query(store_url, "SELECT id FROM hook_calls")) == 3
     assert {r["uuid"] for r in query(store_url, "SELECT uuid FROM cards")} == {"c-old", "c-new"}
+
+
+def test_upgrade_from_0002_adds_jti_seen_and_the_issuer_of_hook_calls(store_url):
+    """0003: the jti replay table and hook_calls.issuer; records already stored read as calls made with
+    authentication off (issuer null); and back down."""
+    _alembic(store_url, "upgrade", "0002")
+    eng = create_engine(store_url)
+    try:
+        with eng.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO hook_calls (id, called_at, service_id, status, outcome, card_count, "
+                                 "total_ms) VALUES ('old', '2025-01-01 00:00:00', 's', 200, 'ok', 0, 1)")
+    finally:
+        eng.dispose()
+    store = Store(store_url)
+    try:
+        assert store.migrate() == HEAD == "0003"
+        assert "issuer" in _columns(store_url, "hook_calls") and "jti_seen" in _tables(store_url)
+        store.record_hook(HookRecord("s", None, None, None, 200, "ok", [], {}, 1, 1, 2, issuer="https://ehr.example"))
+    finally:
+        store.dispose()
+    assert {r["id"]: r["issuer"] for r in query(store_url, "SELECT id, issuer FROM hook_calls")}.get("old") is None
+    assert len(query(store_url, "SELECT id FROM hook_calls WHERE issuer = 'https://ehr.example'")) == 1
+    _alembic(store_url, "downgrade", "0002")
+    assert "issuer" not in _columns(store_url, "hook_calls") and "jti_seen" not in _tables(store_url)
+    assert len(query(store_url, "SELECT id FROM hook_calls")) == 2
