@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import CancelledError, ThreadPoolExecutor, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
@@ -21,8 +21,8 @@ from .clinical.facts import FactBuilder, now_date
 from .config import Settings
 from .fhir.client import BadData, FetchError, FhirClient, Limits, new_session
 from .fhir.medications import MedicationPlan, plan_medication_reads
-from .fhir.prefetch import Gathered, MissingData, gather
-from .fhir.trust import untrusted_reason
+from .fhir.prefetch import CallPool, Gathered, MissingData, gather
+from .fhir.trust import normalize_url, untrusted_reason
 from .knowledge import Knowledge, load_knowledge
 from .services import CdsService, registry
 
@@ -115,7 +115,10 @@ class Engine:
         self.services: dict[str, CdsService] = registry(self.knowledge)
         self.facts = FactBuilder(self.knowledge)
         self.limits = Limits(settings.fhir_connect_timeout, settings.fhir_read_timeout,
-                             settings.fhir_max_pages, settings.fhir_max_resources)
+                             settings.fhir_max_pages, settings.fhir_max_resources, settings.fhir_max_response_bytes)
+        # the most fetches one call has queued or running in the pool at once: all nine prefetch keys
+        # with the default 16 workers, and a quarter of the pool always left to the other calls
+        self.fetches_per_call = max(1, settings.fetch_workers * 3 // 4)
         self.request_validator = _validator("cds-request.schema.json")
         self.feedback_validator = _validator("feedback.schema.json")
         self.context_validators = {
@@ -181,9 +184,24 @@ class Engine:
                                          self.settings.allow_http_fhir)
             if untrusted is None:
                 token = (body.get("fhirAuthorization") or {}).get("access_token")
-                client = FhirClient(body["fhirServer"], token, self.session, self.limits)
+                servers = issuer_fhir_servers or []
+
+                def allowed(url: str) -> str | None:  # every link read from the server: the same allowlist
+                    return untrusted_reason(url, self.settings.fhir_allowlist, servers,
+                                            self.settings.allow_http_fhir, what="link")
+
+                # the normalised URL: what was matched against the allowlist is what is called
+                client = FhirClient(normalize_url(body["fhirServer"]), token, self.session, self.limits, allowed)
+        pool = CallPool(self.executor, self.fetches_per_call, deadline)
         try:
-            gathered = gather(service.prefetch, body, client, self.executor, deadline, service.expected_types)
+            return self._call(service, body, as_of, client, untrusted, pool, t0, deadline)
+        finally:
+            pool.cancel()  # nothing of this call is left queued once it has answered
+
+    def _call(self, service: CdsService, body: dict[str, Any], as_of: date | None, client: FhirClient | None,
+              untrusted: str | None, pool: CallPool, t0: float, deadline: float) -> HookResult:
+        try:
+            gathered = gather(service.prefetch, body, client, pool, deadline, service.expected_types)
         except BadData as exc:
             raise HookError(400, f"invalid prefetch: {exc.where}: {exc.message}", [exc.where]) from None
         except MissingData as exc:
@@ -217,7 +235,7 @@ class Engine:
                                      self.settings.fhir_max_medication_reads)
         medications = dict(plan.skipped)
         if plan.reads and client is not None:  # reads are planned only with a fhirServer
-            found, outcomes = self._read_medications(client, plan, deadline)
+            found, outcomes = self._read_medications(client, plan, deadline, pool)
             others += found
             medications.update(outcomes)
             t1 = time.monotonic()
@@ -230,19 +248,19 @@ class Engine:
         return HookResult(cards, gathered, {"gather_ms": int((t1 - t0) * 1000), "rules_ms": int((t2 - t1) * 1000)},
                           facts, medications)
 
-    def _read_medications(self, client: FhirClient, plan: MedicationPlan,
-                          deadline: float) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    def _read_medications(self, client: FhirClient, plan: MedicationPlan, deadline: float,
+                          pool: CallPool) -> tuple[list[dict[str, Any]], dict[str, str]]:
         """Read the planned ``Medication/{id}`` from the fhirServer, in parallel, with the hook's
         client (its token and limits) and deadline. A read that fails is not an error of the hook:
         the record whose drug stays unknown is listed as not used by the facts layer; here its
         outcome is kept, without the server's text (which could carry anything)."""
-        futures = {path: self.executor.submit(_read_medication, client, path, deadline) for path in plan.reads}
+        futures = {path: pool.submit(_read_medication, client, path, deadline) for path in plan.reads}
         found: list[dict[str, Any]] = []
         outcomes: dict[str, str] = {}
         for path, fut in futures.items():
             try:
                 resource, outcome = fut.result(timeout=max(0.0, deadline - time.monotonic()) + 0.05)
-            except FutureTimeout:
+            except (FutureTimeout, CancelledError):
                 fut.cancel()
                 resource, outcome = None, "failed: deadline reached"
             if resource is not None:
@@ -262,6 +280,8 @@ def _read_medication(client: FhirClient, path: str, deadline: float) -> tuple[di
         resource = client.read(path, deadline)
     except FetchError as exc:
         return None, "failed: " + str(exc).split(":", 1)[0]
+    except RecursionError:
+        return None, "failed: response is nested too deeply"
     if resource.get("resourceType") != "Medication":
         return None, "failed: the fhirServer answered with another resource type"
     wanted = path.split("/")[1]

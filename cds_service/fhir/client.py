@@ -2,22 +2,39 @@
 
 - The access token goes only to the fhirServer's own origin; a ``next`` link that leaves it is
   not followed (and the token is never sent there).
-- ``next`` links are followed verbatim, up to a page cap; a link seen before is a loop.
+- Every URL is normalised (:func:`cds_service.fhir.trust.normalize_url`: dot segments removed,
+  encoded slashes, user info and fragments refused) before it is checked and requested; a ``next``
+  link must stay on the fhirServer's origin and on the trusted FHIR servers (``allowed``); up to a
+  page cap; a link seen before is a loop.
+- A response is streamed and its DECODED size counted (gzip and deflate are decoded here, in
+  bounded steps): past ``Limits.max_response_bytes`` the connection is closed and the fetch fails,
+  so that a gzip bomb or an endless body cannot grow the worker.
+- The hook deadline holds inside every read: each socket read waits at most
+  min(read timeout, time left), and the time left is checked between chunks and between pages.
+- JSON is parsed with orjson, which refuses deep nesting; no RecursionError gets out of here.
 - Every failure is a FetchError with a reason a clinician-facing card or an OperationOutcome can
   show; nothing here raises anything else for bad server behaviour.
 """
 from __future__ import annotations
 
-import json
+import http.client
 import time
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
+from .trust import UnsafeUrl, normalize_url
+
 FHIR_JSON = "application/fhir+json"
+CHUNK = 64 * 1024  # bytes read, and decoded, at a time
+ERROR_BODY_BYTES = 64 * 1024  # what is read of an error answer, for its OperationOutcome
 
 
 class FetchError(Exception):
@@ -39,6 +56,7 @@ class Limits:
     read_timeout: float = 5.0
     max_pages: int = 50
     max_resources: int = 50_000
+    max_response_bytes: int = 32 * 1024 * 1024  # decoded bytes of one response
 
 
 def new_session(pool_size: int = 16) -> requests.Session:
@@ -94,16 +112,64 @@ def _outcome_text(oo: dict[str, Any]) -> str:
     return "; ".join(texts) or "OperationOutcome without text"
 
 
+def _decoder(encoding: str) -> Callable[[bytes], Iterator[bytes]] | None:
+    """A decoder of the Content-Encoding that yields at most CHUNK bytes at a time (so that a
+    small compressed chunk never becomes a large allocation), or None for no encoding."""
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        return None
+    if enc not in ("gzip", "x-gzip", "deflate"):
+        raise FetchError("response has a Content-Encoding that was not asked for")
+    wbits = zlib.MAX_WBITS | 32  # a gzip or zlib header, detected
+    state: dict[str, Any] = {"d": zlib.decompressobj(wbits)}
+
+    def decode(data: bytes) -> Iterator[bytes]:
+        try:
+            while state["d"] is not None:
+                d = state["d"]
+                out = d.decompress(data, CHUNK)
+                if out:
+                    yield out
+                if d.eof:  # (unconsumed_tail is stale then: what follows is in unused_data)
+                    if len(d.unused_data) < 2:
+                        break  # the end, or the start of another member (read on the next call)
+                    if not d.unused_data.startswith(b"\x1f\x8b"):
+                        state["d"] = None  # bytes after the end that are no other member: ignored
+                        break
+                    data = d.unused_data  # a gzip body of several members
+                    state["d"] = zlib.decompressobj(wbits)
+                elif d.unconsumed_tail:
+                    data = d.unconsumed_tail
+                elif len(out) == CHUNK:  # output may still be pending
+                    data = b""
+                else:
+                    break
+        except zlib.error:
+            raise FetchError("the compressed response is corrupt") from None
+
+    return decode
+
+
+def _socket_of(resp: requests.Response) -> Any:
+    """The response's socket, to set each read's timeout to the time left; None if not found."""
+    conn = getattr(resp.raw, "_connection", None)
+    return getattr(conn, "sock", None)
+
+
 class FhirClient:
-    def __init__(self, base_url: str, access_token: str | None, session: requests.Session, limits: Limits):
+    def __init__(self, base_url: str, access_token: str | None, session: requests.Session, limits: Limits,
+                 allowed: Callable[[str], str | None] | None = None):
+        """``allowed``: None when a (normalised) URL may be called, else why not: the allowlist
+        that admitted the fhirServer, applied again to every link read from it."""
         self.base = base_url.rstrip("/")
         self.origin = origin(self.base)
         self._token = access_token
         self.session = session
         self.limits = limits
+        self._allowed = allowed
 
     def _headers(self, url: str) -> dict[str, str]:
-        h = {"Accept": FHIR_JSON}
+        h = {"Accept": FHIR_JSON, "Accept-Encoding": "gzip, deflate"}  # the encodings _decoder reads
         if self._token and origin(url) == self.origin:
             h["Authorization"] = f"Bearer {self._token}"
         return h
@@ -112,20 +178,33 @@ class FhirClient:
         return f"{self.base}/{relative.lstrip('/')}"
 
     def get_json(self, url: str, deadline: float) -> dict[str, Any]:
+        try:
+            url = normalize_url(url)
+        except UnsafeUrl as exc:
+            raise FetchError(f"link {exc}; not followed") from None
         if origin(url) != self.origin:
             raise FetchError("link points outside the fhirServer; not followed")
+        if self._allowed is not None and self._allowed(url) is not None:
+            raise FetchError("link points outside the trusted FHIR servers; not followed")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError("deadline reached before the request")
         timeout = (min(self.limits.connect_timeout, remaining), min(self.limits.read_timeout, remaining))
         try:
-            resp = self.session.get(url, headers=self._headers(url), timeout=timeout, allow_redirects=False)
+            resp = self.session.get(url, headers=self._headers(url), timeout=timeout, allow_redirects=False,
+                                    stream=True)
         except requests.Timeout:
             raise FetchError("timed out") from None
         except requests.ConnectionError:
             raise FetchError("could not connect") from None
         except requests.RequestException as exc:
             raise FetchError(f"request failed ({type(exc).__name__})") from None
+        try:  # closed when not read to its end (an error, a cap, the deadline): never left to trickle on
+            return self._answer(resp, deadline)
+        finally:
+            resp.close()
+
+    def _answer(self, resp: requests.Response, deadline: float) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise FetchError("deadline reached")
         if 300 <= resp.status_code < 400:
@@ -133,19 +212,53 @@ class FhirClient:
         if resp.status_code != 200:
             detail = ""
             try:
-                body = resp.json()
+                body = orjson.loads(self._read_body(resp, deadline, ERROR_BODY_BYTES))
                 if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
                     detail = f": {_outcome_text(body)}"
-            except ValueError:
+            except (FetchError, ValueError, RecursionError):
                 pass
             raise FetchError(f"HTTP {resp.status_code}{detail}")
+        raw = self._read_body(resp, deadline, self.limits.max_response_bytes)
         try:
-            body = json.loads(resp.content)
-        except (ValueError, UnicodeDecodeError):
+            body = orjson.loads(raw)  # refuses nesting deeper than 1024 levels
+        except (ValueError, RecursionError):
             raise FetchError("response is not valid JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
             raise FetchError("response is not a FHIR resource")
         return body
+
+    def _read_body(self, resp: requests.Response, deadline: float, cap: int) -> bytes:
+        """The decoded body, read CHUNK by CHUNK; FetchError past ``cap`` decoded bytes or the deadline."""
+        decoder = _decoder(resp.headers.get("Content-Encoding", ""))
+        sock = _socket_of(resp)
+        parts: list[bytes] = []
+        total = raw_total = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FetchError("deadline reached while reading the response")
+            if sock is not None:
+                try:
+                    sock.settimeout(min(self.limits.read_timeout, remaining))
+                except OSError:
+                    pass
+            try:
+                data = resp.raw.read1(CHUNK, decode_content=False)
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+                raise FetchError("timed out") from None
+            except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException):
+                raise FetchError("the connection broke while reading the response") from None
+            if not data:
+                break
+            raw_total += len(data)
+            if raw_total > cap:  # also as sent: a compressed body is smaller than the decoded one
+                raise FetchError(f"response larger than {cap} bytes (CDS_FHIR_MAX_RESPONSE_BYTES); not read")
+            for piece in (decoder(data) if decoder else (data,)):
+                total += len(piece)
+                if total > cap:
+                    raise FetchError(f"response larger than {cap} bytes (CDS_FHIR_MAX_RESPONSE_BYTES); not read")
+                parts.append(piece)
+        return b"".join(parts)
 
     def read(self, relative: str, deadline: float) -> dict[str, Any]:
         body = self.get_json(self.url_for(relative), deadline)

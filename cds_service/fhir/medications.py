@@ -10,7 +10,8 @@ resolved, in this order, to
   ``Medication/{id}``, for an absolute URL ending in ``Medication/{id}`` and for ``urn:uuid:{id}``;
 - ``Medication/{id}`` read from the fhirServer, for a relative reference or an absolute one under
   the fhirServer's own base (the same rule as the fhirServer allowlist: scheme, host, port and
-  whole path segments). An absolute reference to any other server is never read, so that the
+  whole path segments, after RFC 3986 normalisation: ``../`` and ``%2e%2e`` resolved; encoded
+  slashes, user info and fragments never read). An absolute reference to any other server is never read, so that the
   access token is never sent anywhere but the fhirServer.
 
 What cannot be resolved is not an error of the hook: the facts layer lists the record whose drug
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .trust import prefix_matches
+from .trust import UnsafeUrl, normalize_url, prefix_matches
 
 MEDICATION_RECORDS = ("MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense")
 
@@ -133,6 +134,10 @@ def _on_server(ref: str, fhir_base: str) -> str | None:
     matches); None for an absolute URL anywhere else."""
     if "://" not in ref:
         return ref
+    try:
+        ref = normalize_url(ref)  # "../" and "%2e%2e" resolved before matching, as the allowlist does
+    except UnsafeUrl:
+        return None
     base = fhir_base.rstrip("/")
     if not prefix_matches(base, ref):
         return None

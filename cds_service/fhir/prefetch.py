@@ -6,12 +6,17 @@ Per CDS Hooks 2.0, key by key:
 - a key present with ``null`` means "nothing there" and is not fetched;
 - a missing key, or one holding an OperationOutcome, is fetched from the fhirServer with the
   Bearer token, all such keys in parallel, within one deadline.
+
+The fetches of one call go through a :class:`CallPool`: at most its limit of them queued or running
+in the shared fetch pool at once, none submitted after the deadline, and what has not started is
+cancelled when the call answers (a read already running stops at the deadline: see the client).
 """
 from __future__ import annotations
 
 import re
+import threading
 import time
-from concurrent.futures import Executor, TimeoutError as FutureTimeout
+from concurrent.futures import CancelledError, Executor, Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -84,6 +89,40 @@ class MissingData(Exception):
         self.keys = keys
 
 
+class CallPool(Executor):
+    """One hook call's share of the shared fetch pool: at most ``limit`` of its fetches queued or
+    running at once (so one call with many reads cannot fill the pool for the others); a fetch
+    that finds no free slot before the deadline is not submitted (its future is cancelled);
+    :meth:`cancel` drops what has not started."""
+
+    def __init__(self, executor: Executor, limit: int, deadline: float):
+        self._executor = executor
+        self._slots = threading.BoundedSemaphore(max(1, limit))
+        self._deadline = deadline
+        self._futures: list[Future[Any]] = []
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        if not self._slots.acquire(timeout=max(0.0, self._deadline - time.monotonic())):
+            fut: Future[Any] = Future()
+            fut.cancel()
+            return fut
+        try:
+            fut = self._executor.submit(fn, *args, **kwargs)
+        except BaseException:
+            self._slots.release()
+            raise
+        fut.add_done_callback(lambda _f: self._slots.release())
+        self._futures.append(fut)
+        return fut
+
+    def cancel(self) -> None:
+        for fut in self._futures:
+            fut.cancel()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.cancel()  # the shared pool itself is not this call's to shut down
+
+
 def _is_outcome(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
 
@@ -141,7 +180,7 @@ def gather(templates: dict[str, str], request: dict[str, Any], client: FhirClien
     for key, fut in futures.items():
         try:
             results[key] = fut.result(timeout=max(0.0, deadline - time.monotonic()) + 0.05)
-        except FutureTimeout:
+        except (FutureTimeout, CancelledError):
             fut.cancel()
             results[key] = KeyResult(key, "failed", error="deadline reached")
     # keep the templates' order
@@ -159,6 +198,9 @@ def _fetch(client: FhirClient, relative: str, is_search: bool, deadline: float, 
                          millis=int((time.monotonic() - start) * 1000))
     except FetchError as exc:
         return KeyResult(key, "failed", error=str(exc), millis=int((time.monotonic() - start) * 1000))
+    except RecursionError:  # a resource nested too deeply for the code that reads it
+        return KeyResult(key, "failed", error="response is nested too deeply",
+                         millis=int((time.monotonic() - start) * 1000))
 
 
 def _follow_rest(client: FhirClient, first: KeyResult, deadline: float) -> KeyResult:
@@ -171,3 +213,6 @@ def _follow_rest(client: FhirClient, first: KeyResult, deadline: float) -> KeyRe
                          notes=first.notes + notes, millis=int((time.monotonic() - start) * 1000))
     except FetchError as exc:
         return KeyResult(first.key, "failed", error=str(exc), millis=int((time.monotonic() - start) * 1000))
+    except RecursionError:
+        return KeyResult(first.key, "failed", error="response is nested too deeply",
+                         millis=int((time.monotonic() - start) * 1000))
