@@ -30,8 +30,8 @@ def main() -> int:
         c1 = cpu_seconds(pids)
         hook = run(srv.port, "POST", HOOK_PATH, body, {"Content-Type": "application/json"}, seconds=a.seconds)
         c2 = cpu_seconds(pids)
-    print(f"3. throughput: 16 keep-alive clients for {a.seconds:g} s each, gunicorn {a.workers} workers x "
-          f"{a.threads} threads (gthread)")
+    print(f"3. throughput: 16 keep-alive clients for {a.seconds:g} s each, `cds-service serve` (default "
+          f"server) {a.workers} workers x {a.threads} threads")
     for name, r, cpu in (("baseline GET /healthz", base, c1 - c0), ("patient-view hook", hook, c2 - c1)):
         p50, p99 = statistics.median(r.latencies_ms), percentile(r.latencies_ms, 99)
         print(f"  {name:22s} {r.throughput:8.1f} req/s  ok {r.ok}  errors {r.errors}  p50 {p50:.2f} ms  "

@@ -13,10 +13,9 @@ from .fhir.medications import MEDICATION_RECORDS, medication_references, referen
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gunicorn.app.base import BaseApplication
-
     from . import create_app
     from .config import ConfigError, Settings
+    from .server import MetricsDir, run
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers),
                                    ("threads", args.threads)) if v is not None}
@@ -26,59 +25,29 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"cds-service: {exc}", file=sys.stderr)
         return 2
 
-    # metrics from every worker add up in one folder (prometheus_client multiprocess mode)
-    import os
-    import shutil
-    import tempfile
+    if args.server == "gevent":
+        import importlib.util
 
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    own_dir = not metrics_dir
-    if own_dir:
-        metrics_dir = tempfile.mkdtemp(prefix="cds-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    else:
-        for name in os.listdir(metrics_dir):  # values of an earlier run do not belong to this one
-            if name.endswith(".db"):
-                os.unlink(os.path.join(metrics_dir, name))
+        if importlib.util.find_spec("gevent") is None:
+            print("cds-service: --server gevent needs gevent (pip install gevent); it is not a dependency: "
+                  "see README, Benchmarks, \"HTTP server and slow clients\"", file=sys.stderr)
+            return 2
 
-    def child_exit(server, worker) -> None:
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)
-
-    class App(BaseApplication):  # gunicorn's documented way to embed it
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{settings.host}:{settings.port}")
-            self.cfg.set("workers", settings.workers)
-            self.cfg.set("threads", settings.threads)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("timeout", max(30, int(settings.hook_deadline * 3)))
-            self.cfg.set("keepalive", 5)
-            self.cfg.set("accesslog", None)
-            self.cfg.set("proc_name", "cds-service")
-            self.cfg.set("child_exit", child_exit)
-            self.cfg.set("post_worker_init", worker_signals)
-
-        def load(self):  # in each worker: the master below has logged the start-up warnings once
-            app = create_app(overrides, startup_warnings=False)
-            tune_gc()
-            return app
-
-    # the app is built once here so that a broken knowledge file or setting stops start-up, and so
-    # that its start-up warnings are logged once per `cds-service serve`, not once per worker
-    try:
-        create_app(overrides)
-    except ConfigError as exc:  # the message names the variable
-        print(f"cds-service: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - report any start-up failure plainly
-        print(f"cds-service: cannot start: {exc}", file=sys.stderr)
-        return 2
-    try:
-        App().run()
-    finally:
-        if own_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+    # metrics from every worker add up in one folder (prometheus_client multiprocess mode): set up
+    # before the application's metrics are created
+    with MetricsDir():
+        # the app is built once here so that a broken knowledge file or setting stops start-up, and so
+        # that its start-up warnings are logged once per `cds-service serve`, not once per worker
+        try:
+            create_app(overrides)
+        except ConfigError as exc:  # the message names the variable
+            print(f"cds-service: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:  # noqa: BLE001 - report any start-up failure plainly
+            print(f"cds-service: cannot start: {exc}", file=sys.stderr)
+            return 2
+        # granian (default), gthread or gevent: cds_service/server.py, README "HTTP server and slow clients"
+        run(args.server, settings, overrides)
     return 0
 
 
@@ -439,11 +408,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cds-service", description="Bone-health CDS Hooks 2.0 service")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the service with gunicorn")
+    from .server import DEFAULT_SERVER, SERVERS
+
+    serve = sub.add_parser("serve", help="run the service (granian by default)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, or CDS_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8080, or CDS_PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (default 2, or CDS_WORKERS)")
     serve.add_argument("--threads", type=int, help="threads per worker (default 2, or CDS_THREADS)")
+    serve.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER,
+                       help="HTTP server: granian (default; reads slow and idle clients without a thread), "
+                            "gthread (gunicorn threads: only behind a buffering reverse proxy), gevent")
     ev = sub.add_parser("evaluate", help="run the patient-view service on a FHIR Bundle and print the cards")
     ev.add_argument("bundle", help="a FHIR R4 Bundle (JSON) holding a Patient and related resources")
     ev.add_argument("--patient", help="the Patient id, when the bundle holds several")
