@@ -11,7 +11,7 @@ PORT ?= 8080
 WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install run run-sandbox test test-fast fhir-server browser samples valuesets bench clean
+.PHONY: install run run-sandbox test test-fast fhir-server browser nginx samples valuesets bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,22 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "chromium not installed and not root: the browser test will be skipped"; fi
 
+# Debian's nginx for the test of two replicas behind a reverse proxy (tests/e2e/test_replicas.py): only
+# the binary /usr/sbin/nginx is used (the test starts its own nginx with its own configuration), so the
+# package is installed with the system service kept from starting (policy-rc.d) and stopped if it runs
+nginx:
+	@if [ -x /usr/sbin/nginx ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's nginx for the replica test (the system service is not started)"; \
+	  rc=/usr/sbin/policy-rc.d; log=$$(mktemp); [ ! -e $$rc ] || mv $$rc $$rc.cds-make; \
+	  printf '#!/bin/sh\nexit 101\n' > $$rc && chmod 755 $$rc; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; } >$$log 2>&1; st=$$?; \
+	  rm -f $$rc; [ ! -e $$rc.cds-make ] || mv $$rc.cds-make $$rc; \
+	  [ $$st = 0 ] || cat $$log >&2; rm -f $$log; \
+	  if [ -f /run/nginx.pid ]; then kill "$$(cat /run/nginx.pid)" 2>/dev/null || true; fi; \
+	  exit $$st; \
+	else echo "nginx not installed and not root: the replica test will be skipped"; fi
+
 # development: authentication off (a warning is logged at start), any fhirServer, any browser origin.
 # Production runs `cds-service serve` with the settings in the README (authentication on by default).
 DEV_ENV := CDS_AUTH_DISABLED=true CDS_FHIR_SERVER_ALLOWLIST='*' CDS_ALLOW_HTTP_FHIR=true CDS_CORS_ORIGINS='*' \
@@ -57,7 +73,7 @@ run-sandbox: install
 	CDS_CORS_PRIVATE_NETWORK=true CDS_LOG_FORMAT=text \
 	$(BIN)/cds-service serve --host $(HOST) --port $(SANDBOX_PORT) --workers $(WORKERS)
 
-test: install fhir-server browser
+test: install fhir-server browser nginx
 	CDS_TEST_SEKMET=$(CURDIR)/$(FHIR_VENV)/bin/sekmet $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # every test but those marked e2e (the ones against the sekmet-fhir FHIR server, headless Chromium and

@@ -23,7 +23,8 @@ DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
 DOCKERFILE = DOCKER / "Dockerfile"
 K8S = DOCKER / "k8s"
-K8S_FILES = ("configmap.yaml", "secret.example.yaml", "deployment.yaml", "service.yaml", "hpa.yaml")
+K8S_FILES = ("configmap.yaml", "secret.example.yaml", "deployment.yaml", "service.yaml", "hpa.yaml",
+             "ingress.yaml")
 
 SETTING_VARS = {"CDS_" + f.name.upper() for f in dataclasses.fields(Settings)}
 CDS_VAR = re.compile(r"\bCDS_[A-Z0-9_]+\b")
@@ -184,8 +185,8 @@ def test_compose_cds_environment():
         "the service needs a trusted issuer (authentication stays on)"
     assert env.get("CDS_AUTH_DISABLED", "false") != "true"
     assert env["CDS_PUBLIC_BASE_URL"]
-    # the URL clients call is the published port
-    host_port = compose["services"]["cds"]["ports"][0].split(":")[1]
+    # the URL clients call is the port nginx publishes (the replicas publish none)
+    host_port = compose["services"]["nginx"]["ports"][0].split(":")[1]
     assert env["CDS_PUBLIC_BASE_URL"].rstrip("/").endswith(f":{host_port}")
     # the database credentials match the postgres service
     pg = env_list(compose["services"]["postgres"]["environment"])
@@ -451,3 +452,193 @@ def test_docker_readme_says_what_checks_the_files():
     assert "no container engine" in text and "tests/ops/test_deploy_files.py" in text
     for var in cds_vars_used():
         assert var in text, f"docker/README.md does not explain {var}"
+
+
+# ---------------------------------------------------------------- reverse proxy (docker/nginx/)
+
+NGINX_CONF = DOCKER / "nginx" / "nginx.conf"
+
+
+def _nginx_directives() -> dict[str, list[str]]:
+    """Every simple directive of nginx.conf (comments dropped), by name: its values as written."""
+    out: dict[str, list[str]] = {}
+    text = "\n".join(line.split("#", 1)[0] for line in NGINX_CONF.read_text(encoding="utf-8").splitlines())
+    for stmt in re.findall(r"""(?:[^;{}"']|"[^"]*"|'[^']*')+""", text):  # ; { } outside quotes end one
+        words = stmt.split(None, 1)
+        if words:
+            out.setdefault(words[0], []).append(words[1].strip() if len(words) > 1 else "")
+    return out
+
+
+def _nginx_size(value: str) -> int:
+    factor = {"k": 2**10, "m": 2**20, "g": 2**30}.get(value[-1].lower(), 1)
+    return int(value.rstrip("kKmMgG")) * factor
+
+
+def test_nginx_conf_protects_against_slow_clients_and_passes_request_ids():
+    d = _nginx_directives()
+    for name in ("client_header_timeout", "client_body_timeout", "send_timeout"):
+        assert name in d, f"docker/nginx/nginx.conf has no {name}"
+        assert int(d[name][0].rstrip("s")) <= 30, f"{name} {d[name][0]} is too long to stop slow clients"
+    assert d["proxy_request_buffering"] == ["on"]
+    # the same body limit as the service's default CDS_MAX_BODY_BYTES
+    assert _nginx_size(d["client_max_body_size"][0]) == Settings().max_body_bytes
+    assert "keepalive" in d and int(d["keepalive"][0]) > 0, "no keep-alive connections to the upstream"
+    assert 'Connection ""' in d["proxy_set_header"], "upstream keep-alive needs an empty Connection header"
+    assert any(v.startswith("X-Request-ID ") for v in d["proxy_set_header"])
+    # nginx's own error pages carry the security headers the application adds
+    added = {v.split()[0] for v in d["add_header"] if v.endswith("always")}
+    assert {"X-Content-Type-Options", "Cache-Control", "Referrer-Policy", "X-Frame-Options",
+            "Content-Security-Policy"} <= added
+
+
+def test_nginx_conf_parses(tmp_path):
+    import shutil
+    import subprocess
+
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+                                           if Path(p).exists()), None)
+    if not nginx:
+        pytest.skip("nginx is not installed: docker/nginx/nginx.conf was not checked with `nginx -t` "
+                    "(install Debian's nginx to run this check)")
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    # a throw-away certificate in place of /etc/nginx/tls/, so that `nginx -t` can load it
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    conf = NGINX_CONF.read_text(encoding="utf-8").replace("/etc/nginx/tls/", f"{tmp_path}/")
+    conf = conf.replace("pid /tmp/nginx-cds.pid;", f"pid {tmp_path}/nginx.pid;")
+    (tmp_path / "nginx.conf").write_text(conf, encoding="utf-8")
+    r = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------- several replicas (compose, k8s)
+
+def _compose_nginx_edits() -> list[tuple[str, str | None]]:
+    """The sed expressions of compose's nginx command: (regex, replacement), or (regex, None) to delete
+    the lines that match."""
+    script = load_compose()["services"]["nginx"]["command"][0]
+    out: list[tuple[str, str | None]] = []
+    for expr in re.findall(r"-e '([^']*)'", script):
+        if expr.startswith("s|"):
+            pattern, replacement = expr[2:].rstrip("|").split("|")
+            out.append((pattern, replacement))
+        else:
+            match = re.fullmatch(r"/(.*)/d", expr)
+            assert match, f"compose nginx: unexpected sed expression {expr!r}"
+            out.append((match.group(1), None))
+    assert out, "compose's nginx adapts docker/nginx/nginx.conf with sed expressions"
+    return out
+
+
+def compose_nginx_conf() -> str:
+    """docker/nginx/nginx.conf as compose's nginx service runs it; each edit must change something."""
+    conf = NGINX_CONF.read_text(encoding="utf-8")
+    for pattern, replacement in _compose_nginx_edits():
+        if replacement is None:
+            kept = [line for line in conf.splitlines() if not re.search(pattern, line)]
+            assert len(kept) < len(conf.splitlines()), f"/{pattern}/d matches no line of nginx.conf"
+            conf = "\n".join(kept) + "\n"
+        else:
+            assert re.search(pattern, conf), f"compose's nginx edit {pattern!r} no longer matches nginx.conf"
+            conf = re.sub(pattern, replacement, conf)
+    return conf
+
+
+def test_compose_runs_two_replicas_behind_nginx_sharing_postgres_and_redis():
+    services = load_compose()["services"]
+    cds, nginx = services["cds"], services["nginx"]
+    assert cds.get("deploy", {}).get("replicas", 1) >= 2, "compose should run several replicas of cds"
+    assert not cds.get("ports"), "the replicas are reached through nginx only (and cannot share a host port)"
+    # every replica has the same environment: one PostgreSQL database and one Redis for all of them
+    env = env_list(cds["environment"])
+    assert "@postgres:" in env["CDS_DATABASE_URL"] and env["CDS_REDIS_URL"].startswith("redis://redis:")
+    # nginx mounts the shipped configuration read-only and starts once a replica is healthy
+    mounts = [v.split(":") for v in nginx.get("volumes", []) if isinstance(v, str)]
+    conf_mounts = [m for m in mounts if (COMPOSE.parent / m[0]).resolve() == NGINX_CONF.resolve()]
+    assert conf_mounts, "compose's nginx must mount docker/nginx/nginx.conf"
+    source, target, *mode = conf_mounts[0]
+    assert mode and "ro" in mode[0].split(",")
+    assert target in nginx["command"][0], "nginx must be started with the mounted configuration"
+    assert nginx["depends_on"]["cds"]["condition"] == "service_healthy"
+    assert nginx["image"].startswith("nginx:1.")
+    # the adapted configuration: the upstream is the compose service (both replicas), nginx listens on
+    # the port it publishes, no TLS left, and the slow-client settings are kept
+    conf = "\n".join(line.split("#", 1)[0] for line in compose_nginx_conf().splitlines())  # no comments
+    (published,) = nginx["ports"]
+    container_port = published.rsplit(":", 1)[1]
+    assert re.search(rf"^\s*listen {container_port};", conf, re.M), "nginx does not listen on its published port"
+    assert not re.search(r"^\s*ssl_", conf, re.M) and " ssl" not in conf.split("listen", 1)[1].split(";", 1)[0]
+    upstream = re.search(r"^\s*upstream\s+\S+\s*\{([^}]*)\}", conf, re.M).group(1)
+    servers = re.findall(r"^\s*server\s+(\S+)", upstream, re.M)
+    assert servers == [f"cds:{env['CDS_PORT']}"], servers
+    assert "max_fails=0" not in upstream, "a dead replica should be marked down, not tried on every call"
+    next_upstream = re.findall(r"^\s*proxy_next_upstream\s+([^;]*);", conf, re.M)
+    assert next_upstream and "non_idempotent" not in next_upstream[0], "a POST must never be sent twice"
+    for name in ("client_header_timeout", "client_body_timeout", "proxy_request_buffering", "client_max_body_size"):
+        assert re.search(rf"^\s*{name}\s", conf, re.M), f"{name} lost in compose's nginx configuration"
+
+
+def test_compose_nginx_conf_parses(tmp_path):
+    import shutil
+    import subprocess
+
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+                                           if Path(p).exists()), None)
+    if not nginx:
+        pytest.skip("nginx is not installed: compose's nginx configuration was not checked with `nginx -t` "
+                    "(`make nginx` installs Debian's nginx)")
+    # `cds` only resolves inside the compose network
+    conf = compose_nginx_conf().replace("server cds:", "server 127.0.0.1:")
+    conf = conf.replace("pid /tmp/nginx-cds.pid;", f"pid {tmp_path}/nginx.pid;")
+    (tmp_path / "nginx.conf").write_text(conf, encoding="utf-8")
+    r = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def test_ingress_routes_the_public_base_url_to_the_service_with_the_proxy_settings():
+    ing, svc, cm = one("Ingress"), one("Service"), one("ConfigMap")
+    assert ing["apiVersion"] == "networking.k8s.io/v1"
+    ann = ing["metadata"]["annotations"]
+    (rule,) = ing["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    backend = path["backend"]["service"]
+    assert backend["name"] == svc["metadata"]["name"]
+    assert backend["port"].get("name") in {p.get("name") for p in svc["spec"]["ports"]} or \
+        backend["port"].get("number") in {p["port"] for p in svc["spec"]["ports"]}
+    # CDS_PUBLIC_BASE_URL is the host and prefix the Ingress serves; the prefix is stripped, so the
+    # service sees /cds-services/... and aud = CDS_PUBLIC_BASE_URL + that path
+    base = cm["data"]["CDS_PUBLIC_BASE_URL"]
+    assert base.startswith("https://")
+    host, _, prefix = base[len("https://"):].partition("/")
+    assert rule["host"] == host and host in ing["spec"]["tls"][0]["hosts"]
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    assert ann["nginx.ingress.kubernetes.io/use-regex"] == "true"
+    called = re.fullmatch(path["path"], f"{prefix}/cds-services/bone-health-patient-view")
+    assert called, "the Ingress does not route the hook's URL"
+    rewritten = called.expand(ann["nginx.ingress.kubernetes.io/rewrite-target"].replace("$", "\\"))
+    assert rewritten == "/cds-services/bone-health-patient-view"
+    assert re.fullmatch(path["path"], f"{prefix}/healthz") is None, "/healthz, /readyz, /metrics stay inside"
+    # the settings of docker/nginx/nginx.conf
+    assert _nginx_size(ann["nginx.ingress.kubernetes.io/proxy-body-size"]) == Settings().max_body_bytes
+    assert ann["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    assert "non_idempotent" not in ann.get("nginx.ingress.kubernetes.io/proxy-next-upstream", "")
+    assert float(ann["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > float(cm["data"]["CDS_HOOK_DEADLINE"])
+    # the replicas behind it share state
+    assert "CDS_REDIS_URL" in cm["data"] and one("Deployment")["spec"]["replicas"] >= 2
