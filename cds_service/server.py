@@ -133,6 +133,18 @@ def run_granian(settings: Any, overrides: dict[str, Any]) -> None:
         """granian's process manager, telling prometheus_client when a worker has gone (as
         gunicorn's child_exit does), so that its gauges are dropped."""
 
+        main_pid = os.getpid()
+
+        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            # A worker is forked with the main process's handler and keeps it until granian's worker
+            # sets its own, after the application is loaded (about a second). A SIGTERM from the
+            # main process in that window only set a flag in the worker's copy: the worker went on
+            # to serve, and the main process waited 30 s to kill it (a stop just after start, seen
+            # in tests/e2e/test_first_contact.py). A worker still starting has nothing to finish.
+            if os.getpid() != self.main_pid:
+                os._exit(0)
+            super().signal_handler_interrupt(*args, **kwargs)
+
         def _respawn_workers(self, workers, spawn_target, target_loader, delay: float = 0):
             old = [self.wrks[i].inner.pid for i in workers if i < len(self.wrks)]
             super()._respawn_workers(workers, spawn_target, target_loader, delay)

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -148,3 +149,30 @@ def test_readme_quick_start_runs_in_a_fresh_clone(tmp_path):
     assert out.count('"cards"') >= 2, "the hook call and evaluate each print a CDS Hooks response"
     assert "Traceback" not in err
     assert _closed(port, within=5), "the server still answers after `kill %1; wait`"
+
+
+def test_a_stop_while_the_workers_start_ends_at_once(tmp_path):
+    """SIGTERM while a worker is still loading the application: the worker had the main process's
+    signal handler then, took the signal as a flag in its own copy and went on to serve, and the
+    main process waited 30 s before killing it. Now the stop takes about as long as a normal one."""
+    exe = shutil.which("cds-service", path=str(Path(sys.executable).parent))
+    assert exe
+    env = _env(tmp_path)
+    env.update(CDS_AUTH_DISABLED="true", CDS_LOG_FORMAT="text")
+    proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(free_port()), "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        seen = []
+        for line in proc.stdout:  # the workers are forked, not yet serving
+            seen.append(line)
+            if "Spawning worker-2" in line:
+                break
+        time.sleep(0.2)  # inside the ~1 s in which the workers load the application
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the server took more than 10 s to stop:\n" + "".join(seen)) from None
+    finally:
+        _kill_group(proc)
