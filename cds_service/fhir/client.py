@@ -11,13 +11,19 @@
   so that a gzip bomb or an endless body cannot grow the worker.
 - The hook deadline holds inside every read: each socket read waits at most
   min(read timeout, time left), and the time left is checked between chunks and between pages.
+  A read that a server keeps alive a byte at a time (status line, headers, chunk sizes) is cut by
+  the call's :class:`ReadWatch`: at the deadline, or when the call has answered, the sockets of its
+  requests in flight are shut down, so the read ends and the connection is closed, not reused.
 - JSON is parsed with orjson, which refuses deep nesting; no RecursionError gets out of here.
 - Every failure is a FetchError with a reason a clinician-facing card or an OperationOutcome can
   show; nothing here raises anything else for bad server behaviour.
 """
 from __future__ import annotations
 
+import contextvars
 import http.client
+import socket
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -29,6 +35,8 @@ import orjson
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .trust import UnsafeUrl, normalize_url
 
@@ -59,9 +67,142 @@ class Limits:
     max_response_bytes: int = 32 * 1024 * 1024  # decoded bytes of one response
 
 
+class ReadWatch:
+    """The sockets of one hook call's requests in flight; :meth:`cut` shuts them down (and any
+    attached later), which ends a read blocked on them in another thread. A request's socket is
+    attached while it waits for the answer and reads it, and detached when it is done, so that a
+    connection that goes back to the pool is never cut."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: dict[int, socket.socket] = {}
+        self._cut = False
+        self._timer: threading.Timer | None = None
+
+    def cut_at(self, seconds: float) -> None:
+        """Cut at the deadline, ``seconds`` from now (once; the first call sets it)."""
+        with self._lock:
+            if self._cut or self._timer is not None:
+                return
+            self._timer = threading.Timer(max(0.0, seconds), self.cut)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def attach(self, sock: socket.socket) -> bool:
+        """Watch ``sock``; False (and the socket shut down) when the watch has already cut."""
+        with self._lock:
+            if not self._cut:
+                self._socks[id(sock)] = sock
+                return True
+        _shut(sock)
+        return False
+
+    def detach(self, sock: socket.socket) -> bool:
+        """Stop watching ``sock``; False when it was cut."""
+        with self._lock:
+            return self._socks.pop(id(sock), None) is not None and not self._cut
+
+    def holds(self, sock: socket.socket) -> bool:
+        with self._lock:
+            return id(sock) in self._socks
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            socks, self._socks = list(self._socks.values()), {}
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        for sock in socks:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:  # the plain socket's shutdown (an SSLSocket's own would drop its TLS state under a reader)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+_watch: contextvars.ContextVar[ReadWatch | None] = contextvars.ContextVar("cds_read_watch", default=None)
+_request: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("cds_fhir_request", default=None)
+
+
+class _Request:
+    """One request of a watched fetch: the sockets it used (one, or a new one after a retry)."""
+
+    def __init__(self, watch: ReadWatch):
+        self.watch = watch
+        self.socks: list[socket.socket] = []
+        self._cut = False
+
+    @property
+    def cut(self) -> bool:
+        """Whether the watch has cut a socket of this request (its read ended at the deadline)."""
+        return self._cut or any(not self.watch.holds(s) for s in self.socks)
+
+    def attach(self, sock: socket.socket | None) -> None:
+        if sock is None or any(s is sock for s in self.socks):
+            return
+        self.socks.append(sock)
+        if not self.watch.attach(sock):
+            self._cut = True
+
+    def done(self) -> None:
+        for sock in self.socks:
+            if not self.watch.detach(sock):
+                self._cut = True
+        self.socks = []
+
+
+def run_watched(watch: ReadWatch, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with the FHIR requests it makes watched by ``watch``."""
+    token = _watch.set(watch)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _watch.reset(token)
+
+
+class _WatchedMixin:
+    """A connection that attaches its socket to the current request's watch before it waits for
+    the answer (the status line and headers; the body is read from the same socket)."""
+
+    sock: Any
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        req = _request.get()
+        if req is not None:
+            req.attach(self.sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_WatchedMixin, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedMixin, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPConnectionPool,
+                                                   "https": _WatchedHTTPSConnectionPool}
+
+
 def new_session(pool_size: int = 16) -> requests.Session:
     s = requests.Session()
-    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    adapter = _WatchedAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     s.trust_env = False  # no proxies or .netrc credentials picked up from the environment
@@ -190,19 +331,39 @@ class FhirClient:
         if remaining <= 0:
             raise FetchError("deadline reached before the request")
         timeout = (min(self.limits.connect_timeout, remaining), min(self.limits.read_timeout, remaining))
+        watch = _watch.get()
+        req = _Request(watch) if watch is not None else None
+        token = _request.set(req)
+        try:
+            return self._get(url, deadline, timeout, req)
+        finally:
+            _request.reset(token)
+            if req is not None:
+                req.done()
+
+    def _get(self, url: str, deadline: float, timeout: tuple[float, float], req: _Request | None) -> dict[str, Any]:
         try:
             resp = self.session.get(url, headers=self._headers(url), timeout=timeout, allow_redirects=False,
                                     stream=True)
         except requests.Timeout:
             raise FetchError("timed out") from None
         except requests.ConnectionError:
-            raise FetchError("could not connect") from None
+            raise FetchError("deadline reached" if req is not None and req.cut else "could not connect") from None
         except requests.RequestException as exc:
             raise FetchError(f"request failed ({type(exc).__name__})") from None
         try:  # closed when not read to its end (an error, a cap, the deadline): never left to trickle on
-            return self._answer(resp, deadline)
+            body = self._answer(resp, deadline)
+        except FetchError:
+            if req is not None and req.cut:
+                raise FetchError("deadline reached while reading the response") from None
+            raise
         finally:
+            if req is not None and req.cut:
+                resp.raw.close()  # a socket the watch shut down: its connection is closed, never reused
             resp.close()
+        if req is not None and req.cut:  # what was read may have been cut short by the watch
+            raise FetchError("deadline reached while reading the response")
+        return body
 
     def _answer(self, resp: requests.Response, deadline: float) -> dict[str, Any]:
         if time.monotonic() > deadline:

@@ -9,7 +9,9 @@ Per CDS Hooks 2.0, key by key:
 
 The fetches of one call go through a :class:`CallPool`: at most its limit of them queued or running
 in the shared fetch pool at once, none submitted after the deadline, and what has not started is
-cancelled when the call answers (a read already running stops at the deadline: see the client).
+cancelled when the call answers; a read already running is cut (its socket shut down by the call's
+:class:`~cds_service.fhir.client.ReadWatch`) at the deadline or when the call answers, whichever
+comes first, so that no fetch of the call holds a thread of the pool after it.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from .client import BadData, FetchError, FhirClient, bundle_resources
+from .client import BadData, FetchError, FhirClient, ReadWatch, bundle_resources, run_watched
 
 TOKEN = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
 USER_TOKENS = {
@@ -93,13 +95,14 @@ class CallPool(Executor):
     """One hook call's share of the shared fetch pool: at most ``limit`` of its fetches queued or
     running at once (so one call with many reads cannot fill the pool for the others); a fetch
     that finds no free slot before the deadline is not submitted (its future is cancelled);
-    :meth:`cancel` drops what has not started."""
+    :meth:`cancel` drops what has not started and cuts the reads still running (as the deadline does)."""
 
     def __init__(self, executor: Executor, limit: int, deadline: float):
         self._executor = executor
         self._slots = threading.BoundedSemaphore(max(1, limit))
         self._deadline = deadline
         self._futures: list[Future[Any]] = []
+        self.watch = ReadWatch()
 
     def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
         if not self._slots.acquire(timeout=max(0.0, self._deadline - time.monotonic())):
@@ -107,17 +110,19 @@ class CallPool(Executor):
             fut.cancel()
             return fut
         try:
-            fut = self._executor.submit(fn, *args, **kwargs)
+            fut = self._executor.submit(run_watched, self.watch, fn, *args, **kwargs)
         except BaseException:
             self._slots.release()
             raise
         fut.add_done_callback(lambda _f: self._slots.release())
         self._futures.append(fut)
+        self.watch.cut_at(self._deadline - time.monotonic())  # (started once, by the first fetch)
         return fut
 
     def cancel(self) -> None:
         for fut in self._futures:
             fut.cancel()
+        self.watch.cut()  # the reads still running end now
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self.cancel()  # the shared pool itself is not this call's to shut down

@@ -10,6 +10,7 @@ import threading
 import time
 import tracemalloc
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from werkzeug import Response
@@ -273,3 +274,150 @@ def test_json_nested_within_orjsons_limit_is_read(app_client, fhir):
     fhir.faults["dxa"] = lambda request: Response(body, status=200, content_type="application/fhir+json")
     resp, _ = post(client, with_server(fhir, drop=("dxa",)))
     assert resp.status_code == 200, resp.get_data(as_text=True)
+
+
+# ---- 4. a server that trickles its status line and headers: no read outlives the call ----
+
+class TrickledHeaders:
+    """A raw HTTP server that answers every request with "HTTP/1.1 200 OK" and then one header byte
+    every ``every`` seconds, forever (each byte within the read timeout); or, ``chunked``, with its
+    headers and then a chunk-size line one byte at a time; ``open`` counts the connections the
+    client has not closed."""
+
+    def __init__(self, every: float = 0.3, chunked: bool = False):
+        import socket
+
+        self.every = every
+        self.chunked = chunked
+        self.open = 0
+        self.accepted = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.base = f"http://127.0.0.1:{self.listener.getsockname()[1]}/fhir"
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            with self.lock:
+                self.open += 1
+                self.accepted += 1
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, conn) -> None:
+        import select
+
+        try:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                request += data
+            if self.chunked:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+                trickled = b"10;slow=" + b"a" * 60_000  # a chunk extension within http.client's line limit
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                trickled = b"X-Slow: " + b"a" * 100_000
+            for byte in trickled:
+                if self.stop.is_set():
+                    return
+                readable, _, _ = select.select([conn], [], [], self.every)
+                if readable and not conn.recv(4096):
+                    return  # the client closed the connection
+                conn.sendall(bytes([byte]))
+        except OSError:
+            return
+        finally:
+            conn.close()
+            with self.lock:
+                self.open -= 1
+
+    def wait_closed(self, seconds: float) -> int:
+        end = time.monotonic() + seconds
+        while self.open and time.monotonic() < end:
+            time.sleep(0.05)
+        return self.open
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+        for t in self.threads:
+            t.join(timeout=2)
+
+
+@pytest.fixture(params=["headers", "chunk-size"])
+def trickled_headers(request):
+    server = TrickledHeaders(chunked=request.param == "chunk-size")
+    yield server
+    server.close()
+
+
+def test_reads_of_headers_stop_when_the_call_answers(app_client, fhir, trickled_headers):
+    # a read timeout longer than the hook deadline: each header byte comes within it, so only the
+    # call's deadline can end the read
+    client = app_client(hook_deadline=1.0, fhir_read_timeout=5.0)
+    body = with_server(fhir, drop=("labs", "conditions"))
+    body["fhirServer"] = trickled_headers.base
+    resp, elapsed = post(client, body)
+    assert elapsed < 1.0 + 0.5, f"answered after {elapsed:.2f} s"
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    for key in ("labs", "conditions"):
+        expect_card_naming(resp, key)
+    assert trickled_headers.accepted >= 2
+    assert trickled_headers.wait_closed(1.5) == 0, \
+        f"{trickled_headers.open} reads went on after the call answered"
+
+
+def test_a_healthy_server_keeps_one_connection_for_sequential_fetches():
+    # an HTTP/1.1 server that keeps its connections (pytest-httpserver closes each one)
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cds_service.fhir.client import FhirClient, Limits, new_session
+    from cds_service.fhir.prefetch import CallPool
+
+    ports = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            ports.append(self.client_address[1])
+            body = json.dumps({"resourceType": "Patient", "id": "p"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    session = new_session()
+    try:
+        fc = FhirClient(f"http://127.0.0.1:{server.server_address[1]}/fhir", TOKEN, session, Limits())
+        for _ in range(2):  # each in a call of its own, through its CallPool, as the engine does
+            deadline = time.monotonic() + 5
+            pool = CallPool(ThreadPoolExecutor(1), 1, deadline)
+            try:
+                assert pool.submit(fc.read, "Patient/p", deadline).result(timeout=5)["id"] == "p"
+            finally:
+                pool.cancel()
+    finally:
+        session.close()
+        server.shutdown()
+        server.server_close()
+    assert len(ports) == 2 and ports[0] == ports[1], f"two connections: {ports}"
