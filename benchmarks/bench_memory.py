@@ -31,7 +31,7 @@ def main() -> int:
          "from cds_service import create_app; create_app(); print(time.perf_counter() - t)"],
         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     total = first.ok + rest.ok
-    print(f"5. memory: {total} hook calls ({first.errors + rest.errors} errors), gunicorn 2 workers; "
+    print(f"5. memory: {total} hook calls ({first.errors + rest.errors} errors), cds-service serve (its default server), 2 workers; "
           f"same worker pids throughout: {alive == workers}")
     growth = []
     for p in workers:

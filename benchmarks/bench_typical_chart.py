@@ -42,7 +42,7 @@ def main() -> int:
             hook += timed(s, "POST", srv.url + HOOK_PATH, 50, data=data, headers=headers)
     b50, h50 = statistics.median(base), statistics.median(hook)
     print(f"1. typical chart: {count_resources(body)} resources in prefetch, {len(data) // 1024} KiB request, "
-          f"gunicorn {WORKERS} workers x {THREADS} threads, {len(hook)} requests each, one keep-alive client")
+          f"cds-service serve (its default server) {WORKERS} workers x {THREADS} threads, {len(hook)} requests each, one keep-alive client")
     print(f"  baseline GET /healthz  p50 {b50:.2f} ms  p99 {percentile(base, 99):.2f} ms")
     print(f"  patient-view hook      p50 {h50:.2f} ms  p99 {percentile(hook, 99):.2f} ms")
     print(verdict("hook p50 / baseline p50", h50 / b50, 3.0))
