@@ -14,68 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import signal
 import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import requests
 
-from common import HOOK_PATH, THREADS, WORKERS, free_port, hook_body, percentile, rss_kib, typical_chart
+from common import HOOK_PATH, THREADS, WORKERS, Server, hook_body, percentile, rss_kib, typical_chart
 from loadgen import run
 
 SECURITY_HEADERS = ("x-content-type-options", "cache-control", "referrer-policy", "x-frame-options",
                     "content-security-policy")
-
-
-class Served:
-    def __init__(self, server: str, workers: int, threads: int):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data = tempfile.mkdtemp(prefix=f"bench-{server}-")
-        exe = shutil.which("cds-service", path=str(Path(sys.executable).parent)) or "cds-service"
-        self.log = open(os.path.join(self.data, "server.log"), "wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
-        env.update({"CDS_AUTH_DISABLED": "true", "CDS_DATA_DIR": self.data})
-        self.proc = subprocess.Popen([exe, "serve", "--server", server, "--host", "127.0.0.1", "--port",
-                                      str(self.port), "--workers", str(workers), "--threads", str(threads)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        for _ in range(600):
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{server} exited:\n{Path(self.data, 'server.log').read_text()[-3000:]}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        raise SystemExit(f"{server} did not start in 30 s")
-
-    def worker_pids(self) -> list[int]:
-        try:
-            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(p) for p in text.split()]
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=40)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.log.close()
-        shutil.rmtree(self.data, ignore_errors=True)
 
 
 def normal_calls(url: str, body: bytes, bound: float = 2.0) -> str:
@@ -159,7 +109,7 @@ def main() -> int:
     body = json.dumps(hook_body(typical_chart())).encode()
     rows = []
     for name in a.servers.split(","):
-        srv = Served(name, a.workers, a.threads)
+        srv = Server(workers=a.workers, threads=a.threads, server=name)
         try:
             run(srv.port, "GET", "/healthz", seconds=2)  # warm-up
             run(srv.port, "POST", HOOK_PATH, body, {"Content-Type": "application/json"}, seconds=2)

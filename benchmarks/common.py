@@ -54,7 +54,8 @@ def verdict(name: str, ratio: float, target: float, lower_is_better: bool = True
 class Server:
     """`cds-service serve` as a process: its default HTTP server (granian), the given settings, killed by process group."""
 
-    def __init__(self, env: dict[str, str] | None = None, workers: int = WORKERS, threads: int = THREADS):
+    def __init__(self, env: dict[str, str] | None = None, workers: int = WORKERS, threads: int = THREADS,
+                 server: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data = tempfile.mkdtemp(prefix="bench-data-")
@@ -65,10 +66,11 @@ class Server:
         full_env.update({"CDS_AUTH_DISABLED": "true", "CDS_DATA_DIR": self.data})
         full_env.update(env or {})
         self.started = time.perf_counter()
-        # BENCH_SERVER=gthread (or gevent) measures another HTTP server of `serve` the same way
-        server = ["--server", os.environ["BENCH_SERVER"]] if os.environ.get("BENCH_SERVER") else []
+        # `server`, or BENCH_SERVER=gthread (or gevent): another HTTP server of `serve`, measured the same way
+        server = server or os.environ.get("BENCH_SERVER")
+        choice = ["--server", server] if server else []
         self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                                      "--workers", str(workers), "--threads", str(threads), *server],
+                                      "--workers", str(workers), "--threads", str(threads), *choice],
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=full_env)
         self.ready_seconds = self._wait()
 

@@ -55,16 +55,6 @@ def other(other_server):
 
 
 @pytest.fixture()
-def fhir(httpserver, scenario_request):
-    base = scenario_request(1)
-    fake = FakeFhir(httpserver, base["prefetch"], base["context"]["patientId"])
-    fake.request = base
-    yield fake
-    fake.finish()
-    httpserver.clear()
-
-
-@pytest.fixture()
 def client():
     app = create_app({"max_body_bytes": 200_000, "hook_deadline": HOOK_DEADLINE, "fhir_read_timeout": READ_TIMEOUT,
                       "cors_origins": "https://sandbox.cds-hooks.org"})

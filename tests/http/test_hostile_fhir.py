@@ -39,16 +39,6 @@ def gzip_bomb() -> bytes:
     return body
 
 
-@pytest.fixture()
-def fhir(httpserver, scenario_request):
-    base = scenario_request(1)
-    fake = FakeFhir(httpserver, base["prefetch"], base["context"]["patientId"])
-    fake.request = base
-    yield fake
-    fake.finish()
-    httpserver.clear()
-
-
 def make_client(**config):
     app = create_app({"max_body_bytes": 200_000, "hook_deadline": DEADLINE, "fhir_read_timeout": 5.0, **config})
     return app, app.test_client()

@@ -52,16 +52,6 @@ def other(other_server):
     other_server.clear()
 
 
-@pytest.fixture()
-def fhir(httpserver, scenario_request):
-    base = scenario_request(1)
-    fake = FakeFhir(httpserver, base["prefetch"], base["context"]["patientId"])
-    fake.request = base
-    yield fake
-    fake.finish()
-    httpserver.clear()
-
-
 def make_client(**settings: Any):
     app = create_app({"hook_deadline": HOOK_DEADLINE, "fhir_read_timeout": READ_TIMEOUT, **settings})
     return app, app.test_client()
