@@ -24,7 +24,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,10 +31,10 @@ from pathlib import Path
 import pytest
 import requests
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from tests.e2e.conftest import ROOT, free_port, start_service, stop, wait_http
 from tests.jwt_helpers import ISS, ec_key, issuers_file, token
+from tests.store.conftest import pg_module_url  # noqa: F401 - the fresh PostgreSQL database fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -55,33 +54,6 @@ def _unavailable(message: str) -> None:
     if os.environ.get("CDS_TEST_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{message} (and CDS_TEST_REQUIRE_SERVICES=1)", pytrace=False)
     pytest.skip(f"{message}: the replica test is skipped")
-
-
-def _pg_admin_url() -> str:
-    from tests.store.conftest import pg_admin_url
-
-    return pg_admin_url()
-
-
-@pytest.fixture(scope="module")
-def fresh_pg():
-    admin_url = _pg_admin_url()
-    try:
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means "not reachable"
-        _unavailable(f"PostgreSQL is not reachable at "
-                     f"{make_url(admin_url).render_as_string(hide_password=True)} ({type(exc).__name__})")
-    name = f"cds_test_replicas_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _redis_or_skip() -> None:
@@ -164,7 +136,7 @@ class Topology:
 
 
 @pytest.fixture(scope="module")
-def topology(tmp_path_factory, fresh_pg):
+def topology(tmp_path_factory, pg_module_url):  # noqa: F811 - the fixture imported above
     if not Path(NGINX).exists():
         _unavailable(f"nginx is not installed at {NGINX} (`make nginx` installs Debian's package as root)")
     _redis_or_skip()
@@ -173,7 +145,7 @@ def topology(tmp_path_factory, fresh_pg):
     trusted = issuers_file(tmp / "issuers.json", [{"iss": ISS, "jwks": {"keys": [key.public_jwk()]}}])
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {"CDS_TRUSTED_ISSUERS_FILE": str(trusted), "CDS_DATABASE_URL": fresh_pg, "CDS_REDIS_URL": REDIS_URL,
+    env = {"CDS_TRUSTED_ISSUERS_FILE": str(trusted), "CDS_DATABASE_URL": pg_module_url, "CDS_REDIS_URL": REDIS_URL,
            "CDS_PUBLIC_BASE_URL": url}
     started: list = []
     nginx = None
@@ -190,7 +162,7 @@ def topology(tmp_path_factory, fresh_pg):
             nginx = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "nginx-error.log")],
                                      cwd=tmp, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         wait_http(url + "/healthz", nginx, 20, log)
-        yield Topology(url, started, key, fresh_pg, tmp)
+        yield Topology(url, started, key, pg_module_url, tmp)
     finally:
         if nginx is not None and nginx.poll() is None:
             nginx.terminate()       # SIGTERM to the master: fast shutdown of its workers
