@@ -91,8 +91,6 @@ def _decode_error(raw: bytes, exc: "orjson.JSONDecodeError") -> tuple[str, str]:
     return f"malformed JSON: {exc}", "(request)"
 
 
-MAX_FEEDBACK_ITEMS = 500  # as feedback.schema.json's maxItems
-
 OPEN_ENDPOINTS = {"cds.healthz", "cds.readyz", "cds.metrics_endpoint"}
 
 
@@ -214,8 +212,9 @@ def feedback(service_id: str) -> Response:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid feedback: (request): must be of type object", "(request)")
     items = body.get("feedback")
-    if isinstance(items, list) and len(items) > MAX_FEEDBACK_ITEMS:
-        raise ApiError(400, f"invalid feedback: feedback: must have at most {MAX_FEEDBACK_ITEMS} items", "feedback")
+    most = eng.feedback_validator.schema["properties"]["feedback"]["maxItems"]  # the schema's own limit
+    if isinstance(items, list) and len(items) > most:
+        raise ApiError(400, f"invalid feedback: feedback: must have at most {most} items", "feedback")
     errors = schema_errors(eng.feedback_validator, body)
     if not errors:
         for n, item in enumerate(body["feedback"]):
