@@ -75,7 +75,10 @@ class ReadWatch:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._socks: dict[int, socket.socket] = {}
+        # a socket and how many requests of the call have it attached: a connection released to the
+        # pool when its answer has been read can be taken by another request of the same call before
+        # the first has detached it, and that first detach must not leave the second unwatched
+        self._socks: dict[int, tuple[socket.socket, int]] = {}
         self._cut = False
         self._timer: threading.Timer | None = None
 
@@ -92,7 +95,8 @@ class ReadWatch:
         """Watch ``sock``; False (and the socket shut down) when the watch has already cut."""
         with self._lock:
             if not self._cut:
-                self._socks[id(sock)] = sock
+                _, n = self._socks.get(id(sock), (sock, 0))
+                self._socks[id(sock)] = (sock, n + 1)
                 return True
         _shut(sock)
         return False
@@ -100,7 +104,10 @@ class ReadWatch:
     def detach(self, sock: socket.socket) -> bool:
         """Stop watching ``sock``; False when it was cut."""
         with self._lock:
-            return self._socks.pop(id(sock), None) is not None and not self._cut
+            held = self._socks.pop(id(sock), None)
+            if held is not None and held[1] > 1:
+                self._socks[id(sock)] = (sock, held[1] - 1)
+            return held is not None and not self._cut
 
     def holds(self, sock: socket.socket) -> bool:
         with self._lock:
@@ -109,7 +116,7 @@ class ReadWatch:
     def cut(self) -> None:
         with self._lock:
             self._cut = True
-            socks, self._socks = list(self._socks.values()), {}
+            socks, self._socks = [sock for sock, _ in self._socks.values()], {}
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()

@@ -411,3 +411,31 @@ def test_a_healthy_server_keeps_one_connection_for_sequential_fetches():
         server.shutdown()
         server.server_close()
     assert len(ports) == 2 and ports[0] == ports[1], f"two connections: {ports}"
+
+
+def test_a_connection_reused_within_a_call_stays_watched_after_the_first_request_is_done():
+    """Two fetches of one call: the first's connection goes back to the pool when its answer has been
+    read, the second takes it before the first has detached the socket. The first's detach must not
+    leave the second unwatched, which read as "cut by the deadline" and failed a healthy fetch (an
+    extra card in tests/e2e/test_orders_e2e.py, once in CI)."""
+    import socket
+
+    from cds_service.fhir.client import ReadWatch, _Request
+
+    watch = ReadWatch()
+    a, b = socket.socketpair()
+    try:
+        first, second = _Request(watch), _Request(watch)
+        first.attach(a)
+        second.attach(a)  # the same connection, taken from the pool
+        first.done()
+        assert not second.cut and watch.holds(a)
+        second.done()
+        assert not second.cut and not watch.holds(a)
+        third = _Request(watch)
+        third.attach(a)
+        watch.cut()
+        assert third.cut
+    finally:
+        a.close()
+        b.close()
