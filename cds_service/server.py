@@ -73,6 +73,21 @@ def load_worker_app(overrides: dict[str, Any], _target: Any = None):
     return app
 
 
+def load_granian_worker_app(overrides: dict[str, Any], _target: Any = None):
+    """``load_worker_app`` for a granian worker. Ctrl-C signals the whole process group, and the main
+    process then stops each worker with SIGTERM: a worker that took both hung until the main process
+    killed it 30 s later (as gunicorn's did: cli.worker_signals). granian's worker sets its handlers
+    after this loader, for the signals ``granian._signals._get_signals`` names: here only SIGTERM,
+    and the terminal's SIGINT is ignored (the main process has it and stops the workers)."""
+    import signal
+
+    import granian._signals
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    granian._signals._get_signals = lambda: [signal.SIGTERM]
+    return load_worker_app(overrides, _target)
+
+
 def _has_setproctitle() -> bool:
     from granian._imports import setproctitle
 
@@ -174,5 +189,5 @@ def run_granian(settings: Any, overrides: dict[str, Any]) -> None:
         # a process title needs granian's optional setproctitle; without it, granian's default
         process_name="cds-service" if _has_setproctitle() else None,
     )
-    loader: Callable[..., Any] = partial(load_worker_app, overrides)
+    loader: Callable[..., Any] = partial(load_granian_worker_app, overrides)
     server.serve(target_loader=loader)
